@@ -1,0 +1,8 @@
+"""ns-eval: not yet implemented (filled in by its issue)."""
+
+import sys
+
+
+def run():
+  """Console-script entry point."""
+  sys.exit('ns-eval is not implemented yet')

@@ -1,0 +1,8 @@
+"""ns-label: not yet implemented (filled in by its issue)."""
+
+import sys
+
+
+def run():
+  """Console-script entry point."""
+  sys.exit('ns-label is not implemented yet')

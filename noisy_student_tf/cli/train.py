@@ -1,0 +1,8 @@
+"""ns-train: not yet implemented (filled in by its issue)."""
+
+import sys
+
+
+def run():
+  """Console-script entry point."""
+  sys.exit('ns-train is not implemented yet')

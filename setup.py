@@ -1,0 +1,33 @@
+"""Installs noisy-student-tf: the package, its binaries (ns-*) and its dependencies."""
+
+from setuptools import find_packages, setup
+
+BINARIES = ['train', 'label', 'filter', 'eval', 'export', 'pipeline']
+
+setup(
+    name='noisy-student-tf',
+    version='0.1.0',
+    description='Noisy Student self-training with EfficientNet in Keras 3 / TensorFlow',
+    long_description=open('README.md').read(),
+    long_description_content_type='text/markdown',
+    packages=find_packages(include=['noisy_student_tf', 'noisy_student_tf.*']),
+    python_requires='>=3.11',
+    install_requires=[
+        'tensorflow==2.21.*',
+        'keras==3.15.*',
+        'keras-cv==0.9.0',
+        'tensorflow-datasets>=4.9',
+        'tensorboard>=2.21',
+        'absl-py>=2.0',
+        'numpy>=1.26',
+        'pillow>=10',
+        'matplotlib>=3.8',
+        'scikit-learn>=1.4',  # the bundled digits of the offline demo
+    ],
+    extras_require={
+        'test': ['pytest>=8', 'psutil>=5.9'],
+        'demo': [],
+    },
+    entry_points={'console_scripts': [
+        f'ns-{b}=noisy_student_tf.cli.{b}:run' for b in BINARIES]},
+)
