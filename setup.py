@@ -25,7 +25,7 @@ setup(
         'scikit-learn>=1.4',  # the bundled digits of the offline demo
     ],
     extras_require={
-        'test': ['pytest>=8', 'psutil>=5.9'],
+        'test': ['pytest>=8', 'psutil>=5.9', 'jax>=0.4'],  # jax: backend-independence tests
         'demo': [],
     },
     entry_points={'console_scripts': [
