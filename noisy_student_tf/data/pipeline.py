@@ -1,0 +1,217 @@
+"""tf.data pipelines: the teacher's (evaluation / labeling, no noise) and the student's (training,
+mixed labeled + pseudo-labeled batches, RandAugment noise).
+
+Corrupt images.  Decoding never crashes a pipeline half-way without a name: an undecodable image
+either stops the run with an InvalidArgumentError naming its source_id and source spec
+(skip_corrupt=False, the default: right for labeled data), or is skipped, logged (one line on
+stderr with its source_id) and counted (skip_corrupt=True: right for unlabeled data).  Read the
+count after (or while) iterating:
+
+  counter = CorruptCounter()
+  ds = make_eval_dataset(source, ..., skip_corrupt=True, corrupt_counter=counter)
+  for batch in ds: ...
+  counter.count        # int; also reachable as ds.corrupt_counter.count
+  counter.source_ids   # the skipped images' source ids (first 1000)
+"""
+
+import logging
+import threading
+
+import numpy as np
+import tensorflow as tf
+
+from noisy_student_tf.data import augment as augment_lib
+from noisy_student_tf.data import preprocessing
+
+DEFAULT_SHUFFLE_BUFFER = 10000
+_AUTOTUNE = tf.data.AUTOTUNE
+
+
+class CorruptCounter:
+  """Counts (and names) images skipped as undecodable by the pipelines it is passed to.
+
+  Updated from inside tf.data through tf.py_function, only when an image is corrupt, so it works
+  under any distribution strategy and costs nothing on healthy data.  Thread-safe.
+  """
+
+  def __init__(self):
+    self._lock = threading.Lock()
+    self._count = 0
+    self.source_ids = []  # the first MAX_NAMES skipped ids, for stats files
+
+  MAX_NAMES = 1000
+
+  @property
+  def count(self) -> int:
+    """Number of corrupt images skipped so far."""
+    with self._lock:
+      return self._count
+
+  def _record(self, source_id, spec):
+    sid = source_id.numpy().decode('utf-8', 'replace')
+    with self._lock:
+      self._count += 1
+      if len(self.source_ids) < self.MAX_NAMES:
+        self.source_ids.append(sid)
+    logging.warning('skipping corrupt image %r in %s', sid, spec.numpy().decode())
+    return np.int64(0)
+
+
+def _try_decode(encoded):
+  """(uint8 [H, W, 3] image, ok) without raising: a corrupt image gives ([1, 1, 3] zeros, False).
+
+  TF has no non-raising decoder, so the decode runs inside a one-element dataset whose errors are
+  dropped; a fallback element follows it.
+  """
+  attempt = tf.data.Dataset.from_tensors(encoded).map(
+      lambda e: (preprocessing.decode(e), tf.constant(True))).ignore_errors()
+  fallback = tf.data.Dataset.from_tensors((tf.zeros([1, 1, 3], tf.uint8), tf.constant(False)))
+  return attempt.concatenate(fallback).take(1).get_single_element()
+
+
+def _decode_stage(ds, spec, skip_corrupt, counter):
+  """Maps element dicts to dicts with a decoded 'image', handling corrupt images (see module doc)."""
+
+  def decode(d):
+    image, ok = _try_decode(d['encoded'])
+    if skip_corrupt:
+      def report():
+        return tf.py_function(counter._record, [d['source_id'], spec], Tout=tf.int64)
+      tf.cond(ok, lambda: tf.constant(0, tf.int64), report)
+    else:
+      tf.debugging.Assert(ok, ['corrupt image (cannot decode)', d['source_id'], 'in source',
+                               spec, '; pass skip_corrupt / --skip_corrupt to skip such images'])
+    return {**d, 'image': image, 'ok': ok}
+
+  ds = ds.map(decode, num_parallel_calls=_AUTOTUNE, deterministic=True)
+  if skip_corrupt:
+    ds = ds.filter(lambda d: d['ok'])
+  return ds
+
+
+def make_eval_dataset(source, *, batch_size, resolution, convention, small_image=False,
+                      keep_encoded=False, skip_corrupt=False, image_transform=None,
+                      corrupt_counter=None) -> tf.data.Dataset:
+  """The teacher's pipeline: deterministic center crops in source order, no augmentation.
+
+  source: a sources.Source.  convention: model_dir.InputConvention.  image_transform: optional
+  callable uint8 [R, R, 3] -> uint8 [R, R, 3] applied to the crop before normalisation (e.g. a
+  corruption).  skip_corrupt / corrupt_counter: see the module docstring.
+  Returns a finite dataset of dict batches {'image': float32 [B, R, R, 3], 'label': int64 [B],
+  'source_id': string [B], and 'encoded': string [B] when keep_encoded}; the last batch may be
+  smaller.
+  """
+  _check_positive(batch_size=batch_size, resolution=resolution)
+  if skip_corrupt and corrupt_counter is None:
+    corrupt_counter = CorruptCounter()
+  ds = _decode_stage(source.dataset, source.spec, skip_corrupt, corrupt_counter)
+
+  def prepare(d):
+    image = preprocessing.center_crop(d['image'], resolution, convention, small_image)
+    if image_transform is not None:
+      image = tf.ensure_shape(tf.cast(image_transform(image), tf.uint8),
+                              [resolution, resolution, 3])
+    out = {'image': preprocessing.normalize(image, convention), 'label': d['label'],
+           'source_id': d['source_id']}
+    if keep_encoded:
+      out['encoded'] = d['encoded']
+    return out
+
+  ds = ds.map(prepare, num_parallel_calls=_AUTOTUNE, deterministic=True)
+  ds = ds.batch(int(batch_size)).prefetch(_AUTOTUNE)
+  ds.corrupt_counter = corrupt_counter
+  return ds
+
+
+def _check_positive(**values):
+  for name, v in values.items():
+    if v is None or int(v) < 1:
+      raise ValueError(f'{name} must be a positive integer, got {v!r}')
+
+
+def _one_hot_targets(label, num_classes, label_smoothing, spec):
+  tf.debugging.assert_less(label, tf.constant(num_classes, tf.int64),
+                           message=f'label out of range for num_classes={num_classes} in {spec}')
+  tf.debugging.assert_non_negative(label, message=f'unlabeled example in labeled source {spec}')
+  one_hot = tf.one_hot(label, num_classes, dtype=tf.float32)
+  return one_hot * (1.0 - label_smoothing) + label_smoothing / num_classes
+
+
+def _train_stream(source, rows, *, resolution, convention, small_image, augment, targets,
+                  shuffle_buffer, seed, skip_corrupt, counter, flip):
+  """An endless, shuffled, augmented stream of (image float32 [rows, R, R, 3], target [rows, C])."""
+  ds = source.dataset.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True).repeat()
+  ds = _decode_stage(ds, source.spec, skip_corrupt, counter)
+
+  def prepare(d):
+    image = preprocessing.train_crop(d['image'], resolution, convention, small_image,
+                                     flip=flip, augment=augment)
+    return preprocessing.normalize(image, convention), targets(d)
+
+  ds = ds.map(prepare, num_parallel_calls=_AUTOTUNE, deterministic=False)
+  return ds.batch(rows, drop_remainder=True)
+
+
+def make_train_dataset(labeled, *, batch_size, resolution, num_classes, convention,
+                       small_image=False, randaug_layers=0, randaug_magnitude=0,
+                       label_smoothing=0.1, pseudo=None, unlabeled_ratio=1.0, seed=None,
+                       skip_corrupt=False, shuffle_buffer=DEFAULT_SHUFFLE_BUFFER,
+                       corrupt_counter=None, flip=True) -> tf.data.Dataset:
+  """The student's pipeline: endless batches of (images, targets, weights).
+
+  labeled: Source with labels; pseudo: optional Source of pseudo-label records (its 'target'
+  distributions are used as they are).  Each step takes B = batch_size labeled rows (one-hot
+  targets with label_smoothing) and U = round(unlabeled_ratio * B) pseudo rows, each stream
+  shuffled, repeated and augmented on its own (RandAugment(randaug_layers, randaug_magnitude) on
+  the official 0-10+ scale when randaug_layers > 0; see augment.py).  Rows are shuffled within the
+  batch, so any split across replicas gets a mix.
+  Returns a dataset of tuples (images float32 [B+U, R, R, 3], targets float32 [B+U, C],
+  weights float32 [B+U]) with weights 1/B on labeled rows and 1/U on pseudo rows: sum(weights * CE)
+  over the batch = mean CE(labeled) + mean CE(pseudo).  Without pseudo: B rows, weights 1/B.
+  flip=False turns off the horizontal flip (digits, SVHN).
+  """
+  _check_positive(batch_size=batch_size, resolution=resolution, num_classes=num_classes,
+                  shuffle_buffer=shuffle_buffer)
+  if not 0.0 <= label_smoothing < 1.0:
+    raise ValueError(f'label_smoothing must be in [0, 1), got {label_smoothing!r}')
+  if pseudo is not None:
+    if unlabeled_ratio is None or unlabeled_ratio <= 0:
+      raise ValueError(f'unlabeled_ratio must be > 0 with pseudo-labeled data, got '
+                       f'{unlabeled_ratio!r}')
+    if pseudo.num_classes is not None and pseudo.num_classes != num_classes:
+      raise ValueError(f'pseudo-label records {pseudo.spec!r} have {pseudo.num_classes} classes, '
+                       f'the model has num_classes={num_classes}')
+  if skip_corrupt and corrupt_counter is None:
+    corrupt_counter = CorruptCounter()
+  augment = augment_lib.make_randaugment(randaug_layers, randaug_magnitude, resolution,
+                                         small_image=small_image)
+  b = int(batch_size)
+  seed2 = None if seed is None else seed + 1
+  common = dict(resolution=int(resolution), convention=convention, small_image=small_image,
+                augment=augment, shuffle_buffer=int(shuffle_buffer), skip_corrupt=skip_corrupt,
+                counter=corrupt_counter, flip=flip)
+  labeled_ds = _train_stream(
+      labeled, b, seed=seed,
+      targets=lambda d: _one_hot_targets(d['label'], num_classes, label_smoothing, labeled.spec),
+      **common)
+  if pseudo is None:
+    ds = labeled_ds.map(lambda x, y: (x, y, tf.fill([b], 1.0 / b))).prefetch(_AUTOTUNE)
+    ds.corrupt_counter = corrupt_counter
+    return ds
+
+  u = max(1, int(round(unlabeled_ratio * b)))
+  pseudo_ds = _train_stream(pseudo, u, seed=seed2,
+                            targets=lambda d: tf.ensure_shape(d['target'], [num_classes]),
+                            **common)
+
+  def mix(lab, pse):
+    images = tf.concat([lab[0], pse[0]], 0)
+    targets = tf.concat([lab[1], pse[1]], 0)
+    weights = tf.concat([tf.fill([b], 1.0 / b), tf.fill([u], 1.0 / u)], 0)
+    order = tf.random.shuffle(tf.range(b + u))
+    return tf.gather(images, order), tf.gather(targets, order), tf.gather(weights, order)
+
+  ds = tf.data.Dataset.zip((labeled_ds, pseudo_ds)).map(mix, num_parallel_calls=_AUTOTUNE)
+  ds = ds.prefetch(_AUTOTUNE)
+  ds.corrupt_counter = corrupt_counter
+  return ds

@@ -1,0 +1,290 @@
+"""Image sources, chosen by one spec string: every image the system sees starts here.
+
+Specs (`open_source(spec)`):
+  tfds:NAME[:SPLIT]   a tensorflow-datasets dataset (default split 'train'), read from `data_dir`
+  folder:PATH         PATH/<class>/<image>; classes are the sub-folders in sorted order
+  tfrecord:GLOB       ImageNet-style tf.train.Example shards (image/encoded, image/class/label);
+                      stored labels minus `label_offset` (1 for 1-based ImageNet records)
+  images:GLOB         plain image files, unlabeled ('**' matches folders recursively)
+  digits[:SPLIT]      scikit-learn's bundled 8x8 handwritten digits as PNGs; SPLIT is train
+                      (default, 1437 images), test (360: every 5th image) or all (1797)
+  pseudo:GLOB         pseudo-label records written by ns-label / ns-filter (see records.py)
+
+A `Source.dataset` yields dicts of scalars: 'encoded' (the original encoded image bytes),
+'label' (int64, -1 when unlabeled), 'source_id' (a stable unique string: relative path, record
+key...), and for pseudo sources 'target' (float32 [C] probabilities) and 'confidence'.  Images are
+not decoded here (see preprocessing.py), so records can carry the original bytes unchanged.
+The order is deterministic; sharding (`num_shards`, `shard_index`) splits a source exactly: the
+union of all shards is the source and no element appears in two shards.
+"""
+
+import dataclasses
+import glob as glob_lib
+import os
+from typing import Optional, Sequence
+
+import numpy as np
+import tensorflow as tf
+
+IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.gif', '.webp')
+KINDS = ('tfds', 'folder', 'tfrecord', 'images', 'digits', 'pseudo')
+DIGITS_SPLITS = ('train', 'test', 'all')
+
+
+@dataclasses.dataclass(frozen=True)
+class Source:
+  """A readable image source: the dataset of dicts plus what is known about it.
+
+  num_classes / class_names are None when the source does not say (images:, tfrecord: without
+  class names); num_examples is None when unknown without reading everything (tfrecord:).
+  """
+  dataset: tf.data.Dataset
+  num_classes: Optional[int]
+  class_names: Optional[Sequence[str]]
+  num_examples: Optional[int]
+  spec: str
+  labeled: bool = True
+
+
+def parse_spec(spec):
+  """Splits a source spec into (kind, argument); raises ValueError on an unknown kind."""
+  if not isinstance(spec, str) or not spec:
+    raise ValueError(f'source spec must be a non-empty string like "folder:PATH", got {spec!r}')
+  kind, _, arg = spec.partition(':')
+  if kind not in KINDS:
+    raise ValueError(f'unknown source kind {kind!r} in spec {spec!r}; expected one of '
+                     + ', '.join(f'{k}:' for k in KINDS))
+  if kind not in ('digits',) and not arg:
+    raise ValueError(f'source spec {spec!r} lacks its argument after "{kind}:"')
+  return kind, arg
+
+
+def open_source(spec, *, data_dir=None, label_offset=0, num_shards=1, shard_index=0) -> Source:
+  """Opens the source named by `spec` (see the module docstring for the syntax).
+
+  data_dir: tensorflow-datasets data dir (tfds: only).  label_offset: subtracted from stored
+  labels of tfrecord: sources (1 for 1-based ImageNet records).  num_shards / shard_index: read
+  only this worker's share.  Returns a Source.  Raises ValueError naming a bad spec or argument,
+  FileNotFoundError when nothing matches a path or glob.
+  """
+  kind, arg = parse_spec(spec)
+  num_shards, shard_index = int(num_shards), int(shard_index)
+  if num_shards < 1 or not 0 <= shard_index < num_shards:
+    raise ValueError(f'need num_shards >= 1 and 0 <= shard_index < num_shards, got '
+                     f'num_shards={num_shards}, shard_index={shard_index}')
+  opener = {'tfds': _open_tfds, 'folder': _open_folder, 'tfrecord': _open_tfrecord,
+            'images': _open_images, 'digits': _open_digits, 'pseudo': _open_pseudo}[kind]
+  return opener(spec, arg, data_dir=data_dir, label_offset=int(label_offset),
+                num_shards=num_shards, shard_index=shard_index)
+
+
+def _shard_list(items, num_shards, shard_index):
+  return items[shard_index::num_shards]
+
+
+def _element(encoded, label, source_id):
+  return {'encoded': encoded, 'label': tf.cast(label, tf.int64), 'source_id': source_id}
+
+
+def _files_dataset(paths, labels, ids):
+  """Dataset of element dicts reading each file's bytes lazily, in the given order."""
+  ds = tf.data.Dataset.from_tensor_slices((list(paths), np.asarray(labels, np.int64), list(ids)))
+  return ds.map(lambda p, l, i: _element(tf.io.read_file(p), l, i),
+                num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+
+
+def _is_image(name):
+  return name.lower().endswith(IMAGE_EXTENSIONS) and not os.path.basename(name).startswith('.')
+
+
+def _open_folder(spec, path, *, num_shards, shard_index, **_):
+  if not os.path.isdir(path):
+    raise FileNotFoundError(f'folder source {spec!r}: {path!r} is not a directory')
+  classes = sorted(d for d in os.listdir(path)
+                   if os.path.isdir(os.path.join(path, d)) and not d.startswith('.'))
+  if not classes:
+    raise FileNotFoundError(f'folder source {spec!r}: no class sub-folders in {path!r} '
+                            '(expected PATH/<class>/<image>)')
+  items = []
+  for label, cls in enumerate(classes):
+    for root, dirs, files in os.walk(os.path.join(path, cls), followlinks=True):
+      dirs.sort()
+      for f in sorted(files):
+        if _is_image(f):
+          full = os.path.join(root, f)
+          items.append((full, label, os.path.relpath(full, path)))
+  if not items:
+    raise FileNotFoundError(f'folder source {spec!r}: no image files under {path!r}')
+  items = _shard_list(items, num_shards, shard_index)
+  paths, labels, ids = zip(*items) if items else ((), (), ())
+  return Source(_files_dataset(paths, labels, ids), len(classes), tuple(classes), len(items), spec)
+
+
+def _glob(spec, pattern):
+  files = sorted(f for f in glob_lib.glob(pattern, recursive=True) if os.path.isfile(f))
+  if not files:
+    raise FileNotFoundError(f'source {spec!r}: no files match {pattern!r}')
+  return files
+
+
+def _open_images(spec, pattern, *, num_shards, shard_index, **_):
+  files = [f for f in _glob(spec, pattern) if _is_image(f)]
+  if not files:
+    raise FileNotFoundError(f'images source {spec!r}: no image files ({", ".join(IMAGE_EXTENSIONS)}) '
+                            f'match {pattern!r}')
+  files = _shard_list(files, num_shards, shard_index)
+  ds = _files_dataset(files, [-1] * len(files), files)
+  return Source(ds, None, None, len(files), spec, labeled=False)
+
+
+def _record_dataset(files, num_shards, shard_index):
+  """(file, index-in-file, serialized) triples in file order, sharded by file when there are at
+  least as many files as shards, by record otherwise."""
+  by_file = len(files) >= num_shards
+  if by_file:
+    files = _shard_list(files, num_shards, shard_index)
+  ds = tf.data.Dataset.from_tensor_slices(files).flat_map(
+      lambda f: tf.data.TFRecordDataset(f).enumerate().map(lambda i, r: (f, i, r)))
+  if not by_file:
+    ds = ds.shard(num_shards, shard_index)
+  return ds
+
+
+def _open_tfrecord(spec, pattern, *, label_offset, num_shards, shard_index, **_):
+  files = _glob(spec, pattern)
+  features = {
+      'image/encoded': tf.io.FixedLenFeature([], tf.string),
+      'image/class/label': tf.io.FixedLenFeature([], tf.int64, default_value=label_offset - 1),
+      'image/source_id': tf.io.FixedLenFeature([], tf.string, default_value=''),
+      'image/filename': tf.io.FixedLenFeature([], tf.string, default_value=''),
+  }
+
+  def parse(f, i, record):
+    ex = tf.io.parse_single_example(record, features)
+    key = tf.strings.join([tf.strings.split(f, '/')[-1], tf.strings.as_string(i)], ':')
+    sid = tf.where(ex['image/source_id'] != '', ex['image/source_id'],
+                   tf.where(ex['image/filename'] != '', ex['image/filename'], key))
+    return _element(ex['image/encoded'], ex['image/class/label'] - label_offset, sid)
+
+  ds = _record_dataset(files, num_shards, shard_index).map(
+      parse, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+  return Source(ds, None, None, None, spec)
+
+
+def _open_pseudo(spec, pattern, *, num_shards, shard_index, **_):
+  from noisy_student_tf.data import records  # records imports sources' helpers lazily
+  files = _glob(spec, pattern)
+  num_classes = records.peek_num_classes(files[0])
+  ds = _record_dataset(files, num_shards, shard_index).map(
+      lambda f, i, r: records.parse_pseudo_example(r, num_classes),
+      num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+  return Source(ds, num_classes, None, None, spec)
+
+
+_DIGITS_CACHE = {}
+
+
+def _digits_pngs():
+  """(PNG bytes list, labels) of all 1797 sklearn digits, 0-16 ink scaled to 0-255 grayscale."""
+  if 'all' not in _DIGITS_CACHE:
+    from sklearn.datasets import load_digits
+    d = load_digits()
+    pixels = np.round(d.images * (255.0 / 16.0)).astype(np.uint8)[..., None]
+    pngs = [tf.io.encode_png(p).numpy() for p in pixels]
+    _DIGITS_CACHE['all'] = (pngs, d.target.astype(np.int64))
+  return _DIGITS_CACHE['all']
+
+
+def _open_digits(spec, split, *, num_shards, shard_index, **_):
+  split = split or 'train'
+  if split not in DIGITS_SPLITS:
+    raise ValueError(f'digits split must be one of {DIGITS_SPLITS}, got {split!r} in {spec!r}')
+  pngs, labels = _digits_pngs()
+  index = np.arange(len(pngs))
+  if split == 'test':
+    index = index[index % 5 == 0]
+  elif split == 'train':
+    index = index[index % 5 != 0]
+  index = _shard_list(index, num_shards, shard_index)
+  ds = tf.data.Dataset.from_tensor_slices((
+      [pngs[i] for i in index], labels[index], [f'digits:{i}' for i in index]))
+  ds = ds.map(_element)
+  return Source(ds, 10, tuple(str(i) for i in range(10)), len(index), spec)
+
+
+def _open_tfds(spec, arg, *, data_dir, num_shards, shard_index, **_):
+  import tensorflow_datasets as tfds
+  name, _, split = arg.partition(':')
+  split = split or 'train'
+  try:
+    builder = tfds.builder(name, data_dir=data_dir)
+  except Exception as e:  # tfds raises several types for unknown names
+    raise ValueError(f'tfds source {spec!r}: cannot find dataset {name!r}: {e}') from e
+  info = builder.info
+  image_key = next((k for k in ('image', 'image/encoded', 'img') if k in info.features), None)
+  if image_key is None:
+    raise ValueError(f'tfds source {spec!r}: no image feature in {sorted(info.features)}')
+  label_feature = info.features['label'] if 'label' in info.features else None
+  if split not in info.splits:
+    raise ValueError(f'tfds source {spec!r}: split {split!r} not in {sorted(info.splits)}')
+  total = info.splits[split].num_examples
+  read_split = split
+  if num_shards > 1:
+    read_split = tfds.even_splits(split, n=num_shards)[shard_index]
+  ds = builder.as_dataset(split=read_split, shuffle_files=False,
+                          decoders={image_key: tfds.decode.SkipDecoding()},
+                          read_config=tfds.ReadConfig(add_tfds_id=True))
+  num_examples = None
+  if total:
+    # tfds.even_splits gives the first (total % n) shards one extra example.
+    num_examples = total // num_shards + (1 if shard_index < total % num_shards else 0)
+
+  def to_element(ex):
+    label = ex['label'] if label_feature is not None else tf.constant(-1, tf.int64)
+    sid = ex['id'] if 'id' in ex and ex['id'].dtype == tf.string else ex['tfds_id']
+    return _element(ex[image_key], label, sid)
+
+  ds = ds.map(to_element, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+  num_classes = getattr(label_feature, 'num_classes', None)
+  names = tuple(label_feature.names) if num_classes else None
+  return Source(ds, num_classes, names, num_examples, spec, labeled=label_feature is not None)
+
+
+def as_unlabeled(source: Source) -> Source:
+  """The same images with every label set to -1 (any labeled source can serve as unlabeled)."""
+  ds = source.dataset.map(lambda d: {**d, 'label': tf.constant(-1, tf.int64)})
+  return dataclasses.replace(source, dataset=ds, labeled=False)
+
+
+def split_per_class(source: Source, n_per_class, seed):
+  """Splits a labeled source into n_per_class randomly chosen examples of each class and the rest.
+
+  Deterministic for a given source order and seed.  Returns (labeled Source, rest Source), both
+  in source order.  Raises ValueError when a class has fewer than n_per_class examples or the
+  source has no labels.
+  """
+  n_per_class = int(n_per_class)
+  if n_per_class < 1:
+    raise ValueError(f'n_per_class must be >= 1, got {n_per_class}')
+  labels = np.fromiter(source.dataset.map(lambda d: d['label']).as_numpy_iterator(), np.int64)
+  if labels.size == 0 or (labels < 0).all():
+    raise ValueError(f'source {source.spec!r} has no labels to split per class')
+  rng = np.random.RandomState(int(seed))
+  chosen = np.zeros(labels.size, bool)
+  for cls in np.unique(labels[labels >= 0]):
+    members = np.flatnonzero(labels == cls)
+    if members.size < n_per_class:
+      raise ValueError(f'source {source.spec!r}: class {cls} has {members.size} examples, fewer '
+                       f'than n_per_class={n_per_class}')
+    chosen[rng.choice(members, n_per_class, replace=False)] = True
+  mask = tf.constant(chosen)
+
+  def subset(keep):
+    ds = source.dataset.enumerate().filter(lambda i, d: tf.equal(mask[i], keep))
+    return ds.map(lambda i, d: d)
+
+  labeled = dataclasses.replace(source, dataset=subset(True), num_examples=int(chosen.sum()),
+                                spec=f'{source.spec}[{n_per_class}/class,seed={seed}]')
+  rest = dataclasses.replace(source, dataset=subset(False), num_examples=int((~chosen).sum()),
+                             spec=f'{source.spec}[rest of {n_per_class}/class,seed={seed}]')
+  return labeled, rest
