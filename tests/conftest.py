@@ -17,28 +17,32 @@ CIFAR10_TAR = pathlib.Path(os.environ.get(
 TINY = dict(width=0.25, depth=0.25, resolution=32, small_image=True)
 
 
-@pytest.fixture(scope='session')
-def cifar10_dir(tmp_path_factory):
-  """Path of the extracted real CIFAR-10 JPEG folders (train/<class>/*.jpg, test/<class>/*.jpg)."""
+def _extract(tmp_path_factory, name, per_split):
+  """Extracts from the archive the first `per_split[split]` images of each class of each split."""
   if not CIFAR10_TAR.exists():
     pytest.fail(f'{CIFAR10_TAR} not found; set NS_CIFAR10_TAR to cifar10-jpeg.tar.gz')
-  out = tmp_path_factory.mktemp('cifar10')
+  out = tmp_path_factory.mktemp(name)
+  taken = {}
   with tarfile.open(CIFAR10_TAR) as tar:
-    tar.extractall(out, filter='data')
-  root = out
-  while not (root / 'train').exists():
-    (root,) = [p for p in root.iterdir() if p.is_dir()]
-  return root
+    for member in tar:
+      parts = pathlib.PurePosixPath(member.name).parts
+      if not member.isfile() or len(parts) < 3 or parts[-3] not in per_split:
+        continue
+      key = parts[-3:-1]
+      if taken.get(key, 0) < per_split[parts[-3]]:
+        taken[key] = taken.get(key, 0) + 1
+        member.name = '/'.join(parts[-3:])
+        tar.extract(member, out, filter='data')
+  return out
 
 
 @pytest.fixture(scope='session')
-def cifar10_small(cifar10_dir, tmp_path_factory):
-  """A small class-balanced subset as symlinked folders: train 200/class, test 100/class."""
-  out = tmp_path_factory.mktemp('cifar10_small')
-  for split, n in (('train', 200), ('test', 100)):
-    for cls in sorted(p.name for p in (cifar10_dir / split).iterdir()):
-      dst = out / split / cls
-      dst.mkdir(parents=True)
-      for f in sorted((cifar10_dir / split / cls).iterdir())[:n]:
-        (dst / f.name).symlink_to(f)
-  return out
+def cifar10_dir(tmp_path_factory):
+  """Path of the whole extracted real CIFAR-10 JPEG set (train/<class>/*.jpg, test/<class>/*.jpg)."""
+  return _extract(tmp_path_factory, 'cifar10', {'train': 5000, 'test': 1000})
+
+
+@pytest.fixture(scope='session')
+def cifar10_small(tmp_path_factory):
+  """A small class-balanced subset of the real CIFAR-10 JPEGs: train 200/class, test 100/class."""
+  return _extract(tmp_path_factory, 'cifar10_small', {'train': 200, 'test': 100})
