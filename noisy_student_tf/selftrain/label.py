@@ -1,0 +1,299 @@
+"""ns-label's library: the teacher, un-noised, predicts every unlabeled image.
+
+The teacher runs in inference mode (EMA weights, no dropout / stochastic depth, batch-norm moving
+statistics) on the evaluation preprocessing at its test resolution, as in the paper.  The source
+is split into `num_shards` exact parts (data.sources sharding); each part becomes one record
+shard `pseudo-NNNNN-of-NNNNN.tfrecord` (format: data/records.py), written under a temporary name
+and renamed when whole, after its own stats file.  A shard is done when both exist, so a rerun
+(or another worker) skips it and a killed run never leaves half a shard under the final name.
+One process labels every shard (`shard_index=None`) or just one (`shard_index=i`, one worker of
+many); whoever finishes the last shard writes OUTPUT_DIR/stats.json (the completion marker) and
+OUTPUT_DIR/plot.png.
+
+Pseudo-labels: 'soft' stores softmax(logits / temperature) (top-k of it when top_k is set), 'hard'
+stores the one-hot argmax.  `pseudo/confidence` is always the teacher's own max softmax
+probability (temperature 1), so that the filter's threshold means the same for every setting.
+"""
+
+import dataclasses
+import glob
+import logging
+import os
+import time
+from typing import Optional
+
+import numpy as np
+
+from noisy_student_tf import model_dir as model_dir_lib
+from noisy_student_tf.selftrain import shards
+
+LABEL_TYPES = ('soft', 'hard')
+OUTPUT_PREFIX = 'pseudo'
+SHARD_STATS_DIR = 'shard_stats'
+RUN_FILE = 'label_config.json'
+PLOT_FILE = 'plot.png'
+# Settings that must not change between the workers / reruns filling one output_dir.
+_FIXED_KEYS = ('model_dir', 'unlabeled', 'label_type', 'temperature', 'top_k', 'num_shards',
+               'resolution', 'weights', 'generation', 'label_offset')
+
+
+@dataclasses.dataclass(frozen=True)
+class LabelConfig:
+  """What ns-label does.
+
+  model_dir: the teacher (a model dir).  unlabeled: source spec of the images to label (labels, if
+  any, are ignored except for reporting how often the teacher agrees with them).
+  output_dir: where the record shards, stats.json and plot.png go.
+  label_type: 'soft' (probabilities) or 'hard' (one-hot).  temperature: softmax temperature of
+  soft labels (> 0).  top_k: store only the k most probable classes (None: all).
+  num_shards / shard_index: split the source into num_shards shards and label only shard_index
+  (None: all of them, one after the other).
+  batch_size: images per inference batch.  resolution: test resolution (default: the teacher's).
+  weights: 'ema' (default, as the paper) or 'raw'.  generation: written into every record.
+  data_dir / label_offset: passed to open_source.
+  """
+  model_dir: str
+  unlabeled: str
+  output_dir: str
+  label_type: str = 'soft'
+  temperature: float = 1.0
+  top_k: Optional[int] = None
+  num_shards: int = 1
+  shard_index: Optional[int] = None
+  batch_size: int = 256
+  resolution: Optional[int] = None
+  weights: str = 'ema'
+  generation: int = 0
+  data_dir: Optional[str] = None
+  label_offset: int = 0
+
+  def validate(self):
+    """Raises ValueError naming the first bad field (cheap checks, nothing read)."""
+    if self.label_type not in LABEL_TYPES:
+      raise ValueError(f'label_type must be one of {LABEL_TYPES}, got {self.label_type!r}')
+    if not (isinstance(self.temperature, (int, float)) and self.temperature > 0):
+      raise ValueError(f'temperature must be > 0, got {self.temperature!r}')
+    if self.top_k is not None and not (isinstance(self.top_k, int) and self.top_k >= 1):
+      raise ValueError(f'top_k must be an integer >= 1 or None (all classes), got {self.top_k!r}')
+    if not (isinstance(self.num_shards, int) and self.num_shards >= 1):
+      raise ValueError(f'num_shards must be an integer >= 1, got {self.num_shards!r}')
+    if self.shard_index is not None and not 0 <= self.shard_index < self.num_shards:
+      raise ValueError(f'shard_index must be in [0, num_shards={self.num_shards}), got '
+                       f'{self.shard_index!r}')
+    if not (isinstance(self.batch_size, int) and self.batch_size >= 1):
+      raise ValueError(f'batch_size must be an integer >= 1, got {self.batch_size!r}')
+    if self.resolution is not None and not self.resolution >= 1:
+      raise ValueError(f'resolution must be >= 1, got {self.resolution!r}')
+    if self.weights not in model_dir_lib.WEIGHT_FILES:
+      raise ValueError(f'weights must be one of {sorted(model_dir_lib.WEIGHT_FILES)}, got '
+                       f'{self.weights!r}')
+    if not self.output_dir:
+      raise ValueError('output_dir must be set')
+    if not self.unlabeled:
+      raise ValueError('unlabeled must be a source spec such as images:DIR/*.jpg')
+
+  def fixed(self):
+    """The settings every worker of one output_dir must share, as a JSON-able dict."""
+    d = dataclasses.asdict(self)
+    d['model_dir'] = os.path.abspath(self.model_dir)
+    return {k: d[k] for k in _FIXED_KEYS}
+
+
+def shard_path(output_dir, index, num_shards):
+  """Path of record shard `index` of `num_shards`."""
+  return os.path.join(output_dir, shards.shard_name(OUTPUT_PREFIX, index, num_shards))
+
+
+def _shard_stats_path(output_dir, index, num_shards):
+  return os.path.join(output_dir, SHARD_STATS_DIR,
+                      shards.shard_name(OUTPUT_PREFIX, index, num_shards)[:-len('.tfrecord')] + '.json')
+
+
+def shard_done(output_dir, index, num_shards):
+  """True when shard `index` has its records and its stats under their final names."""
+  return (os.path.exists(shard_path(output_dir, index, num_shards)) and
+          os.path.exists(_shard_stats_path(output_dir, index, num_shards)))
+
+
+def is_complete(output_dir):
+  """True when every shard of `output_dir` is labeled and stats.json is written."""
+  return os.path.exists(os.path.join(output_dir, shards.STATS_FILE))
+
+
+def _check_output_dir(config):
+  """Refuses an output_dir filled by other settings (mixing them would break exactly-once)."""
+  previous = shards.read_json(os.path.join(config.output_dir, RUN_FILE))
+  if previous is not None and previous != config.fixed():
+    diff = {k: (previous.get(k), v) for k, v in config.fixed().items() if previous.get(k) != v}
+    raise ValueError(f'output_dir {config.output_dir!r} holds pseudo-labels made with other '
+                     f'settings {diff} (old, new); use another output_dir or delete it')
+  for path in glob.glob(os.path.join(config.output_dir, '*.tfrecord')):
+    parsed = shards.parse_shard_name(path)
+    if parsed and parsed[2] != config.num_shards:
+      raise ValueError(f'output_dir {config.output_dir!r} holds {os.path.basename(path)}, a shard of '
+                       f'another num_shards than {config.num_shards}; use another output_dir')
+
+
+def _open_checked(config, teacher_classes):
+  """Opens the whole source once to fail early on an empty one; returns its Source."""
+  from noisy_student_tf.data import sources  # pylint: disable=g-import-not-at-top
+  try:
+    source = sources.open_source(config.unlabeled, data_dir=config.data_dir,
+                                 label_offset=config.label_offset)
+  except FileNotFoundError as e:
+    raise ValueError(f'unlabeled source {config.unlabeled!r}: {e}') from e
+  empty = source.num_examples == 0
+  if source.num_examples is None:
+    empty = not any(True for _ in source.dataset.take(1))
+  if empty:
+    raise ValueError(f'unlabeled source {config.unlabeled!r} is empty: nothing to label')
+  if source.num_classes is not None and source.num_classes != teacher_classes:
+    logging.info('unlabeled source has %d classes, the teacher %d: its labels are not compared',
+                 source.num_classes, teacher_classes)
+  return source
+
+
+def _targets(logits, config):
+  """Returns (probabilities float32 [B, C] to store, confidence float32 [B], argmax int64 [B])."""
+  logits = logits.astype(np.float64)
+  z = logits - logits.max(axis=1, keepdims=True)
+  p1 = np.exp(z)
+  p1 /= p1.sum(axis=1, keepdims=True)
+  label = p1.argmax(axis=1)
+  confidence = p1.max(axis=1)
+  if config.label_type == 'hard':
+    probs = np.eye(logits.shape[1])[label]
+  elif config.temperature == 1:
+    probs = p1
+  else:
+    pt = np.exp(z / config.temperature)
+    probs = pt / pt.sum(axis=1, keepdims=True)
+  return probs.astype(np.float32), confidence.astype(np.float32), label.astype(np.int64)
+
+
+def _label_shard(config, index, model_config, predict_fn, teacher_name, resolution, compare):
+  """Labels shard `index`; writes its records and stats, then renames.  Returns its stats."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  from noisy_student_tf.data import pipeline, records, sources  # pylint: disable=g-import-not-at-top
+  start = time.time()
+  source = sources.open_source(config.unlabeled, data_dir=config.data_dir,
+                               label_offset=config.label_offset, num_shards=config.num_shards,
+                               shard_index=index)
+  counter = pipeline.CorruptCounter()
+  dataset = pipeline.make_eval_dataset(
+      source, batch_size=config.batch_size, resolution=resolution, convention=model_config.input,
+      small_image=model_config.model.small_image, keep_encoded=True, skip_corrupt=True,
+      corrupt_counter=counter)
+  num_classes = model_config.model.num_classes
+  final = shard_path(config.output_dir, index, config.num_shards)
+  tmp = final + shards.TMP_SUFFIX
+  class_counts = np.zeros(num_classes, np.int64)
+  hist = np.zeros(shards.NUM_CONFIDENCE_BINS, np.int64)
+  count = agree = compared = 0
+  writer = tf.io.TFRecordWriter(tmp)
+  try:
+    for batch in dataset:
+      logits = predict_fn(batch['image']).numpy()
+      probs, confidence, label = _targets(logits, config)
+      for enc, sid, p, c in zip(batch['encoded'].numpy(), batch['source_id'].numpy(), probs,
+                                confidence):
+        ex = records.make_example(enc, sid, p, top_k=config.top_k, teacher=teacher_name,
+                                  generation=config.generation)
+        ex.features.feature['pseudo/confidence'].float_list.value[0] = float(c)
+        writer.write(ex.SerializeToString())
+      count += len(label)
+      class_counts += np.bincount(label, minlength=num_classes)
+      hist += shards.confidence_histogram(confidence)
+      if compare:
+        truth = batch['label'].numpy()
+        known = truth >= 0
+        compared += int(known.sum())
+        agree += int((truth[known] == label[known]).sum())
+    writer.close()
+  except BaseException:
+    writer.close()
+    shards.remove_if_exists(tmp)
+    raise
+  stats = {'shard_index': index, 'count': count, 'class_counts': class_counts.tolist(),
+           'confidence_histogram': hist.tolist(), 'corrupt_skipped': counter.count,
+           'compared_with_source_labels': compared, 'agree_with_source_labels': agree,
+           'seconds': round(time.time() - start, 3)}
+  shards.write_json(_shard_stats_path(config.output_dir, index, config.num_shards), stats)
+  os.replace(tmp, final)
+  logging.info('ns-label: shard %d/%d: %d images (%d corrupt skipped) in %.1f s', index + 1,
+               config.num_shards, count, counter.count, stats['seconds'])
+  return stats
+
+
+def _aggregate(config, model_config, teacher_name, resolution):
+  """Sums the shard stats into OUTPUT_DIR/stats.json (+ plot.png); returns the dict."""
+  from noisy_student_tf.selftrain import plots  # pylint: disable=g-import-not-at-top
+  parts = [shards.read_json(_shard_stats_path(config.output_dir, i, config.num_shards))
+           for i in range(config.num_shards)]
+  num_classes = model_config.model.num_classes
+  class_counts = np.sum([p['class_counts'] for p in parts], axis=0).astype(np.int64)
+  hist = np.sum([p['confidence_histogram'] for p in parts], axis=0).astype(np.int64)
+  compared = sum(p['compared_with_source_labels'] for p in parts)
+  agree = sum(p['agree_with_source_labels'] for p in parts)
+  stats = {
+      'count': int(sum(p['count'] for p in parts)),
+      'num_classes': num_classes, 'class_names': model_config.class_names,
+      'class_counts': class_counts.tolist(),
+      'confidence_histogram': {'bin_edges': shards.bin_edges(), 'counts': hist.tolist()},
+      'mean_confidence': float((hist * (np.arange(len(hist)) + 0.5) / len(hist)).sum() /
+                               max(hist.sum(), 1)),
+      'corrupt_skipped': int(sum(p['corrupt_skipped'] for p in parts)),
+      'accuracy_against_source_labels': (agree / compared) if compared else None,
+      'teacher': teacher_name, 'resolution': resolution, 'shard_seconds': round(
+          sum(p['seconds'] for p in parts), 3),
+      'shards': [shards.shard_name(OUTPUT_PREFIX, i, config.num_shards)
+                 for i in range(config.num_shards)],
+      **config.fixed(),
+  }
+  plots.label_plot(stats, os.path.join(config.output_dir, PLOT_FILE))
+  shards.write_json(os.path.join(config.output_dir, shards.STATS_FILE), stats)
+  return stats
+
+
+def label(config: LabelConfig) -> dict:
+  """Labels the unlabeled source with the teacher, as `config` says.
+
+  Returns the aggregate stats (also OUTPUT_DIR/stats.json) when every shard is done, else
+  {'complete': False, 'shards_done': n, 'num_shards': N}.  Raises ValueError for bad settings, a
+  missing teacher, an empty source or an output_dir made with other settings, before labeling.
+  """
+  config.validate()
+  try:
+    model_config = model_dir_lib.read_config(config.model_dir)
+  except FileNotFoundError as e:
+    raise ValueError(f'teacher model_dir: {e}') from e
+  if not os.path.exists(model_dir_lib.weights_path(config.model_dir, config.weights)):
+    raise ValueError(f'teacher {config.model_dir!r} has no final {config.weights} weights '
+                     '(training has not finished)')
+  _check_output_dir(config)
+  source = _open_checked(config, model_config.model.num_classes)
+  compare = source.num_classes == model_config.model.num_classes
+  os.makedirs(config.output_dir, exist_ok=True)
+  shards.write_json(os.path.join(config.output_dir, RUN_FILE), config.fixed())
+  todo = range(config.num_shards) if config.shard_index is None else [config.shard_index]
+  todo = [i for i in todo if not shard_done(config.output_dir, i, config.num_shards)]
+  resolution = int(config.resolution or model_config.model.resolution)
+  teacher_name = (f'{model_config.model.name}:{os.path.abspath(config.model_dir)}:'
+                  f'{config.weights}')
+  if todo:
+    from noisy_student_tf.evaluate import evaluator  # pylint: disable=g-import-not-at-top
+    model, _ = model_dir_lib.load_model(config.model_dir, weights=config.weights,
+                                        resolution=resolution)
+    predict_fn = evaluator.make_predict_fn(model)
+    for i in todo:
+      _label_shard(config, i, model_config, predict_fn, teacher_name, resolution, compare)
+  done = sum(shard_done(config.output_dir, i, config.num_shards) for i in range(config.num_shards))
+  if done < config.num_shards:
+    logging.info('ns-label: %d of %d shards done; stats.json comes with the last one', done,
+                 config.num_shards)
+    return {'complete': False, 'shards_done': done, 'num_shards': config.num_shards}
+  stats = _aggregate(config, model_config, teacher_name, resolution)
+  stats['complete'] = True
+  logging.info('ns-label: %d images labeled into %d shards (%d corrupt skipped)', stats['count'],
+               config.num_shards, stats['corrupt_skipped'])
+  return stats

@@ -1,0 +1,151 @@
+"""ns-pipeline: SIGKILL at a random stage then rerun completes with every unlabeled image labeled
+exactly once; the report; bad input fails before any work; student/teacher checks."""
+
+import collections
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+import warnings
+
+import pytest
+
+from noisy_student_tf import models
+from noisy_student_tf.selftrain import pipeline
+from test_label import make_teacher, read_records, source_ids  # pylint: disable=g-bad-import-order
+
+TINY_ARGS = ['--labeled=digits:test', '--labeled_per_class=3', '--eval_data=digits:test',
+             '--models=b0', '--widths=0.25', '--depths=0.25', '--resolution=16', '--small_image',
+             '--batch_size=8', '--eval_batch_size=128', '--teacher_steps=12',
+             '--student_steps=12', '--unlabeled_ratio=2', '--student_randaug_layers=1',
+             '--student_randaug_magnitude=5', '--checkpoint_every=4', '--label_shards=4',
+             '--label_batch_size=16', '--filter_shards=2', '--threshold=0.0', '--per_class=40']
+
+# Where the first run is killed: a file that exists only once the stage has started.
+KILL_POINTS = {'teacher training': 'gen0/model/ckpt', 'labeling': 'gen0/pseudo/shard_stats',
+               'student training': 'gen1/model/ckpt'}
+
+
+def _cmd(work_dir):
+  return [sys.executable, '-m', 'noisy_student_tf.cli.pipeline', f'--work_dir={work_dir}',
+          *TINY_ARGS]
+
+
+def test_sigkill_at_random_stage_then_rerun_completes(tmp_path):
+  work = tmp_path / 'w'
+  stage = random.choice(sorted(KILL_POINTS))
+  marker = work / KILL_POINTS[stage]
+  proc = subprocess.Popen(_cmd(work), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+  deadline = time.time() + 240
+  while not marker.exists() and proc.poll() is None and time.time() < deadline:
+    time.sleep(0.05)
+  time.sleep(random.uniform(0.0, 0.3))
+  alive = proc.poll() is None
+  proc.send_signal(signal.SIGKILL)
+  proc.wait()
+  assert alive, f'ns-pipeline ended before the kill during {stage}'
+  assert not (work / 'gen1' / 'eval.json').exists()
+  teacher_weights = work / 'gen0' / 'model' / 'final' / 'ema.weights.h5'
+  teacher_mtime = teacher_weights.stat().st_mtime_ns if teacher_weights.exists() else None
+
+  rerun = subprocess.run(_cmd(work), capture_output=True, text=True, timeout=400)
+  assert rerun.returncode == 0, f'killed during {stage}; rerun failed:\n{rerun.stderr[-3000:]}'
+  assert 'teacher' in rerun.stdout and 'student 1' in rerun.stdout
+  if teacher_mtime is not None:  # a finished stage is not redone
+    assert teacher_weights.stat().st_mtime_ns == teacher_mtime
+  # Every unlabeled image is pseudo-labeled exactly once, by source id.
+  ids = collections.Counter(r['source_id'] for r in read_records(work / 'gen0' / 'pseudo'))
+  unlabeled = source_ids('folder:' + str(work / 'data' / 'unlabeled'))
+  assert len(unlabeled) == 330
+  assert sorted(ids) == sorted(unlabeled) and set(ids.values()) == {1}, f'killed during {stage}'
+  report = json.loads((work / 'report.json').read_text())
+  assert [r['generation'] for r in report] == [0, 1]
+  for r in report:
+    assert {'generation', 'model', 'top1', 'top5', 'num_pseudo_labels', 'seconds'} <= set(r)
+    assert 0.0 <= r['top1'] <= r['top5'] <= 1.0
+  filtered = json.loads((work / 'gen0' / 'balanced' / 'stats.json').read_text())
+  present = sum(1 for c in filtered['class_counts_above_threshold'] if c)
+  # K=40 for each class the teacher predicts at all (a 12-step teacher predicts few classes).
+  assert report[1]['num_pseudo_labels'] == filtered['num_output'] == 40 * present
+  assert (work / 'report.md').read_text().count('\n') == 4
+  assert (work / 'report.png').stat().st_size > 1000
+  assert (work / 'gen0' / 'balanced' / 'plot.png').exists()
+
+
+BASE = dict(labeled='digits:test', eval_data='digits:test', unlabeled='digits:train',
+            models=('b0',), widths=(0.25,), depths=(0.25,), resolution=16, small_image=True,
+            teacher_steps=5, student_steps=5)
+
+
+@pytest.mark.parametrize('override,message', [
+    ({'threshold': 1.5}, 'threshold must be in [0, 1], got 1.5'),
+    ({'threshold': -0.2}, 'threshold must be in [0, 1], got -0.2'),
+    ({'per_class': 0}, 'per_class (K) must be a positive integer or None (no balancing), got 0'),
+    ({'per_class': -3}, 'got -3'),
+    ({'models': ('b0', 'b0', 'b1')}, 'models needs 1 value or one per generation'),
+    ({'unlabeled': None}, 'unlabeled is required'),
+    ({'student_steps': None}, 'give exactly one of student_steps and student_epochs'),
+])
+def test_bad_settings_fail_before_work(tmp_path, override, message):
+  config = pipeline.PipelineConfig(work_dir=str(tmp_path / 'w'), **{**BASE, **override})
+  with pytest.raises(ValueError) as e:
+    pipeline.run_pipeline(config)
+  assert message in str(e.value)
+  assert not (tmp_path / 'w').exists()
+
+
+def test_teacher_with_other_class_count_is_refused(tmp_path):
+  teacher = make_teacher(tmp_path / 'teacher5', num_classes=5)
+  config = pipeline.PipelineConfig(work_dir=str(tmp_path / 'w'),
+                                   **{**BASE, 'teacher_model_dir': teacher})
+  with pytest.raises(ValueError, match='has 5 classes but the labeled data'):
+    pipeline.run_pipeline(config)
+  assert not (tmp_path / 'w' / 'gen0').exists() and not (tmp_path / 'w' / 'gen1').exists()
+
+
+def test_empty_unlabeled_source_is_refused(tmp_path):
+  (tmp_path / 'empty' / 'a').mkdir(parents=True)
+  config = pipeline.PipelineConfig(work_dir=str(tmp_path / 'w'),
+                                   **{**BASE, 'unlabeled': f'folder:{tmp_path / "empty"}'})
+  with pytest.raises(ValueError, match='unlabeled source'):
+    pipeline.run_pipeline(config)
+  assert not (tmp_path / 'w' / 'gen0').exists()
+
+
+def test_student_checks(tmp_path):
+  teacher = make_teacher(tmp_path / 't', width=0.5, depth=0.5)
+  smaller = models.make_config('b0', 10, width=0.25, depth=0.25, resolution=16, small_image=True)
+  larger = models.make_config('b1', 10, width=0.5, depth=0.75, resolution=16, small_image=True)
+  with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter('always')
+    assert pipeline.check_student(teacher, smaller) is False
+  assert any('smaller than its teacher' in str(w.message) for w in caught)
+  assert pipeline.check_student(teacher, larger) is True
+  with pytest.raises(ValueError, match='the student has 7 classes but its teacher'):
+    pipeline.check_student(teacher, models.make_config('b0', 7, width=0.5, depth=0.5))
+
+
+def test_binary_exits_non_zero_on_bad_threshold(tmp_path):
+  proc = subprocess.run([*_cmd(tmp_path / 'w'), '--threshold=2'], capture_output=True, text=True,
+                        timeout=120)
+  assert proc.returncode != 0
+  assert 'threshold must be in [0, 1], got 2.0' in proc.stderr
+  assert not (tmp_path / 'w').exists()
+
+
+@pytest.mark.parametrize('name', ['demo', 'cifar10_4000', 'svhn', 'imagenet_b7_l2_noisy',
+                                  'imagenet_b0_noisy'])
+def test_recipes_parse_into_valid_configs(name):
+  from absl import flags  # pylint: disable=g-import-not-at-top
+  from noisy_student_tf.cli import pipeline as cli  # pylint: disable=g-import-not-at-top
+  path = os.path.join(os.path.dirname(__file__), '..', 'flags', f'{name}.cfg')
+  try:
+    flags.FLAGS(['ns-pipeline', f'--flagfile={path}', '--work_dir=/tmp/unused'])
+    config = cli.make_config()
+  finally:
+    flags.FLAGS.unparse_flags()
+  config.validate()
+  assert config.threshold == 0.3 and config.label_type == 'soft'
