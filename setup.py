@@ -2,6 +2,7 @@
 
 from setuptools import find_packages, setup
 
+ROBUSTNESS = ['opencv-python-headless>=4.8', 'scikit-image>=0.22']
 BINARIES = ['train', 'label', 'filter', 'eval', 'export', 'pipeline']
 
 setup(
@@ -25,7 +26,10 @@ setup(
         'scikit-learn>=1.4',  # the bundled digits of the offline demo
     ],
     extras_require={
-        'test': ['pytest>=8', 'psutil>=5.9', 'jax>=0.4'],  # jax: backend-independence tests
+        # ImageNet-C corruption functions of tensorflow-datasets (ns-eval --suite=corruptions).
+        'robustness': ROBUSTNESS,
+        # jax: the backend-independence tests of the models.
+        'test': ['pytest>=8', 'psutil>=5.9', 'jax>=0.4'] + ROBUSTNESS,
         'demo': [],
     },
     entry_points={'console_scripts': [
