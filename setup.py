@@ -24,6 +24,7 @@ setup(
         'pillow>=10',
         'matplotlib>=3.8',
         'scikit-learn>=1.4',  # the bundled digits of the offline demo
+        'tensorflow-serving-api==2.21.*',  # PredictionLog protos of the warm-up file
     ],
     extras_require={
         # ImageNet-C corruption functions of tensorflow-datasets (ns-eval --suite=corruptions).
