@@ -72,5 +72,9 @@ class SqueezeExcite(keras.layers.Layer):
 
 
 # The official initialisers: conv kernels N(0, sqrt(2/fan_out)), dense U(+-1/sqrt(out)).
-CONV_INITIALIZER = keras.initializers.VarianceScaling(2.0, mode='fan_out', distribution='truncated_normal')
-DENSE_INITIALIZER = keras.initializers.VarianceScaling(1.0 / 3.0, mode='fan_out', distribution='uniform')
+# As configs, not instances: Keras builds a fresh initializer (a fresh seed, drawn from the seeded
+# Python RNG) per layer; one shared unseeded instance gives every same-shaped kernel the same values.
+CONV_INITIALIZER = {'class_name': 'VarianceScaling',
+                    'config': {'scale': 2.0, 'mode': 'fan_out', 'distribution': 'truncated_normal'}}
+DENSE_INITIALIZER = {'class_name': 'VarianceScaling',
+                     'config': {'scale': 1.0 / 3.0, 'mode': 'fan_out', 'distribution': 'uniform'}}
