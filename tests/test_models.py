@@ -152,7 +152,9 @@ def test_inference_is_deterministic_and_training_is_noisy():
   d = keras.ops.convert_to_numpy(model(x, training=True))
   assert np.abs(c - d).max() > 1e-3
   drops = [l for l in model.layers if isinstance(l, models.layers.DropPath)]
-  assert drops and max(l.rate for l in drops) == pytest.approx(0.5)
+  arch = models.describe(models.make_config('b0', 10, drop_path_rate=0.5, **TINY))
+  expected = [b.drop_path_rate for b in arch.blocks if b.has_skip and b.drop_path_rate > 0]
+  assert expected and [l.rate for l in drops] == pytest.approx(expected)
 
 
 @pytest.mark.parametrize('kwargs, message', [
@@ -183,3 +185,12 @@ def test_model_table_lists_every_variant_beside_the_paper():
       'efficientnet-b3', 300, 0.3, 12e6)
   table = model_table.markdown(rows)
   assert table.count('\n') == len(rows) + 1 and '| efficientnet-l2 | 4.3 | 5.3 | 800 | 0.5 | 481M | 480M |' in table
+
+
+def test_drop_path_rate_and_scale_are_exact_under_bfloat16():
+  layer = models.layers.DropPath(0.01, seed=3, dtype='bfloat16')
+  x = keras.ops.ones((20000, 1), dtype='bfloat16')
+  y = keras.ops.convert_to_numpy(keras.ops.cast(layer(x, training=True), 'float32'))
+  dropped = float(np.mean(y == 0))
+  assert 0.007 < dropped < 0.013, dropped
+  assert np.allclose(y[y > 0], 1 / 0.99, rtol=4e-3)  # bfloat16 resolution of 1/0.99

@@ -25,9 +25,11 @@ class DropPath(keras.layers.Layer):
       return inputs
     keep = 1.0 - self.rate
     shape = (ops.shape(inputs)[0],) + (1,) * (len(inputs.shape) - 1)
-    noise = keras.random.uniform(shape, dtype=inputs.dtype, seed=self.seed_generator)
-    mask = ops.cast(noise < keep, inputs.dtype)
-    return inputs * (mask / ops.cast(keep, inputs.dtype))
+    # Drawn in float32 whatever the compute dtype: bfloat16 noise has steps of 1/128, which biases
+    # both the drop rate and the survivors' scale.
+    noise = keras.random.uniform(shape, dtype='float32', seed=self.seed_generator)
+    scale = ops.where(noise < keep, 1.0 / keep, 0.0)
+    return inputs * ops.cast(scale, inputs.dtype)
 
   def compute_output_shape(self, input_shape):
     return input_shape
