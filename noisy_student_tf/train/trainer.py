@@ -1,0 +1,554 @@
+"""The training loop of ns-train: a custom tf.distribute loop (a tf.function step run by
+`strategy.run` over a distributed dataset), so that it works under every strategy it offers,
+including MultiWorkerMirroredStrategy where Keras 3's `model.fit` does not.
+
+`train(TrainConfig(...))` trains, checkpoints every `checkpoint_every` steps, resumes from the
+latest checkpoint in MODEL_DIR/ckpt at exactly the same step and learning rate, and finally writes a
+complete model dir (config.json, final/ema.weights.h5, final/raw.weights.h5; see model_dir.py).
+"""
+
+import dataclasses
+import json
+import logging
+import math
+import os
+import shutil
+import time
+from typing import Optional
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from noisy_student_tf import model_dir as model_dir_lib
+from noisy_student_tf import models
+from noisy_student_tf.train import callbacks, optim
+from noisy_student_tf.train import strategy as strategy_lib
+
+log = logging.getLogger('noisy_student_tf.train')
+
+PRECISIONS = ('float32', 'mixed_bfloat16', 'mixed_float16')
+CKPT_DIR = 'ckpt'
+RESULT_FILE = 'train_result.json'
+METRIC_KEYS = ('loss', 'weight_decay', 'loss_labeled', 'accuracy', 'weight_sum')
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+  """Every setting of one ns-train run (defaults: the paper's supervised EfficientNet recipe).
+
+  Model: `model` (a name such as 'efficientnet-b0' or 'b0') and optional overrides width, depth,
+  resolution, dropout, drop_path_rate, small_image, bn_momentum (batch-norm moving-average
+  momentum; 0.99 by default, lower suits short runs).
+  Data: `labeled` (a source spec, see data.sources), optional `pseudo` (pseudo-label records spec)
+  with `unlabeled_ratio`, optional `eval_data` evaluated with the EMA weights every `eval_every`
+  steps (0: at the end only); `batch_size` is the GLOBAL labeled batch.
+  Length: `train_steps`, or `epochs` over the labeled examples (`steps_per_epoch` overrides the
+  count for sources of unknown size).
+  Optimisation: `base_learning_rate` per 256 labeled examples, `lr_schedule` 'exponential'
+  (x `lr_decay_factor` every `lr_decay_epochs`) or 'cosine' or 'constant', `warmup_epochs`;
+  `optimizer` 'rmsprop' (decay `rmsprop_decay`, `momentum`, `epsilon`) | 'momentum' | 'adam';
+  `weight_decay` on kernels; `label_smoothing` (applied by the data pipeline to labeled targets);
+  `ema_decay`.
+  Noise: dropout, drop_path_rate, randaug_layers, randaug_magnitude.
+  Execution: `strategy` (default|mirrored|multi_worker|tpu, `tpu` address), `precision`,
+  `jit_compile`, `sync_batchnorm` (cross-replica batch statistics), `steps_per_execution` (steps
+  per tf.function call), `trainable_from` (freeze every layer before this layer name).
+  Files: `model_dir`, `init_checkpoint` (a model dir whose EMA weights start this run when there is
+  no checkpoint yet; variables are matched by name and shape), `checkpoint_every`,
+  `keep_checkpoints`, `log_every`, `progress`.
+  """
+  model_dir: str = ''
+  labeled: str = ''
+  model: str = 'efficientnet-b0'
+  width: Optional[float] = None
+  depth: Optional[float] = None
+  resolution: Optional[int] = None
+  dropout: Optional[float] = None
+  drop_path_rate: Optional[float] = None
+  small_image: bool = False
+  bn_momentum: Optional[float] = None
+  pseudo: Optional[str] = None
+  unlabeled_ratio: float = 1.0
+  eval_data: Optional[str] = None
+  data_dir: Optional[str] = None
+  label_offset: int = 0
+  skip_corrupt: bool = False
+  batch_size: int = 128
+  eval_batch_size: int = 256
+  train_steps: Optional[int] = None
+  epochs: Optional[float] = None
+  steps_per_epoch: Optional[int] = None
+  optimizer: str = 'rmsprop'
+  base_learning_rate: float = 0.016
+  lr_schedule: str = 'exponential'
+  lr_decay_epochs: float = 2.4
+  lr_decay_factor: float = 0.97
+  warmup_epochs: float = 5.0
+  rmsprop_decay: float = 0.9
+  momentum: float = 0.9
+  epsilon: float = 1e-3
+  weight_decay: float = 1e-5
+  label_smoothing: float = 0.1
+  ema_decay: float = 0.9999
+  randaug_layers: int = 0
+  randaug_magnitude: float = 0.0
+  precision: str = 'float32'
+  jit_compile: bool = False
+  strategy: str = 'default'
+  tpu: Optional[str] = None
+  sync_batchnorm: bool = False
+  steps_per_execution: int = 1
+  trainable_from: Optional[str] = None
+  init_checkpoint: Optional[str] = None
+  seed: int = 0
+  checkpoint_every: int = 1000
+  keep_checkpoints: int = 3
+  log_every: int = 100
+  eval_every: int = 0
+  progress: str = 'auto'
+
+  def validate(self):
+    """Raises ValueError naming the first bad field; cheap checks only (no data, no devices)."""
+    if not self.model_dir:
+      raise ValueError('model_dir is required (where checkpoints and the trained model go)')
+    if not self.labeled:
+      raise ValueError('labeled is required: a labeled source spec such as folder:PATH')
+    if (self.train_steps is None) == (self.epochs is None):
+      raise ValueError(f'give exactly one of train_steps and epochs, got train_steps='
+                       f'{self.train_steps!r} epochs={self.epochs!r}')
+    if self.train_steps is not None and not (isinstance(self.train_steps, int) and self.train_steps > 0):
+      raise ValueError(f'train_steps must be an integer > 0, got {self.train_steps!r}')
+    if self.epochs is not None and not self.epochs > 0:
+      raise ValueError(f'epochs must be > 0, got {self.epochs!r}')
+    positive = ('batch_size', 'eval_batch_size', 'checkpoint_every', 'keep_checkpoints',
+                'log_every', 'steps_per_execution')
+    for name in positive:
+      value = getattr(self, name)
+      if not (isinstance(value, int) and value > 0):
+        raise ValueError(f'{name} must be an integer > 0, got {value!r}')
+    if self.steps_per_epoch is not None and not self.steps_per_epoch > 0:
+      raise ValueError(f'steps_per_epoch must be > 0, got {self.steps_per_epoch!r}')
+    if self.precision not in PRECISIONS:
+      raise ValueError(f'precision must be one of {PRECISIONS}, got {self.precision!r}')
+    if self.strategy not in strategy_lib.STRATEGIES:
+      raise ValueError(f'strategy must be one of {strategy_lib.STRATEGIES}, got {self.strategy!r}')
+    if self.optimizer not in optim.OPTIMIZERS:
+      raise ValueError(f'optimizer must be one of {optim.OPTIMIZERS}, got {self.optimizer!r}')
+    if self.lr_schedule not in optim.SCHEDULES:
+      raise ValueError(f'lr_schedule must be one of {optim.SCHEDULES}, got {self.lr_schedule!r}')
+    if self.progress not in callbacks.PROGRESS_MODES:
+      raise ValueError(f'progress must be one of {callbacks.PROGRESS_MODES}, got {self.progress!r}')
+    if not self.base_learning_rate > 0:
+      raise ValueError(f'base_learning_rate must be > 0, got {self.base_learning_rate!r}')
+    if not 0 <= self.ema_decay < 1:
+      raise ValueError(f'ema_decay must be in [0, 1), got {self.ema_decay!r}')
+    if not 0 <= self.label_smoothing < 1:
+      raise ValueError(f'label_smoothing must be in [0, 1), got {self.label_smoothing!r}')
+    if self.weight_decay < 0:
+      raise ValueError(f'weight_decay must be >= 0, got {self.weight_decay!r}')
+    if self.warmup_epochs < 0:
+      raise ValueError(f'warmup_epochs must be >= 0, got {self.warmup_epochs!r}')
+    if self.pseudo and not self.unlabeled_ratio > 0:
+      raise ValueError(f'unlabeled_ratio must be > 0 with pseudo labels, got {self.unlabeled_ratio!r}')
+    if self.eval_every < 0:
+      raise ValueError(f'eval_every must be >= 0, got {self.eval_every!r}')
+    if self.init_checkpoint and not model_dir_lib.is_complete(self.init_checkpoint):
+      raise ValueError(f'init_checkpoint {self.init_checkpoint!r} is not a complete model dir '
+                       '(config.json and final/ema.weights.h5 expected)')
+    models.make_config(self.model, 10, **self.model_overrides())  # raises on bad model settings
+
+  def model_overrides(self):
+    """The EfficientNetConfig overrides given (fields left None are the named variant's)."""
+    names = ('width', 'depth', 'resolution', 'dropout', 'drop_path_rate', 'bn_momentum')
+    out = {n: getattr(self, n) for n in names if getattr(self, n) is not None}
+    out['small_image'] = self.small_image
+    return out
+
+
+@dataclasses.dataclass
+class _Data:
+  labeled: object
+  pseudo: object
+  evaluation: object
+  num_classes: int
+  class_names: object
+
+
+def _open_sources(config):
+  """Opens every source and checks they agree; fails before any expensive work."""
+  from noisy_student_tf.data import sources
+  labeled = sources.open_source(config.labeled, data_dir=config.data_dir,
+                                label_offset=config.label_offset)
+  if labeled.num_examples == 0:
+    raise ValueError(f'labeled source {config.labeled!r} is empty')
+  if not labeled.num_classes or labeled.num_classes < 2:
+    raise ValueError(f'labeled source {config.labeled!r} must have >= 2 classes, got '
+                     f'{labeled.num_classes!r}')
+  pseudo = None
+  if config.pseudo:
+    pseudo = sources.open_source(config.pseudo, data_dir=config.data_dir)
+    if pseudo.num_examples == 0:
+      raise ValueError(f'pseudo-label source {config.pseudo!r} is empty')
+    if pseudo.num_classes is not None and pseudo.num_classes != labeled.num_classes:
+      raise ValueError(f'pseudo labels {config.pseudo!r} have {pseudo.num_classes} classes but the '
+                       f'labeled data {config.labeled!r} has {labeled.num_classes}')
+  evaluation = None
+  if config.eval_data:
+    evaluation = sources.open_source(config.eval_data, data_dir=config.data_dir,
+                                     label_offset=config.label_offset)
+    if evaluation.num_examples == 0:
+      raise ValueError(f'eval source {config.eval_data!r} is empty')
+    if evaluation.num_classes is not None and evaluation.num_classes != labeled.num_classes:
+      raise ValueError(f'eval data {config.eval_data!r} has {evaluation.num_classes} classes but '
+                       f'the labeled data {config.labeled!r} has {labeled.num_classes}')
+  if config.init_checkpoint:
+    init = model_dir_lib.read_config(config.init_checkpoint)
+    if init.model.num_classes != labeled.num_classes:
+      raise ValueError(f'init_checkpoint {config.init_checkpoint!r} has {init.model.num_classes} '
+                       f'classes but the labeled data {config.labeled!r} has {labeled.num_classes}')
+  return _Data(labeled, pseudo, evaluation, labeled.num_classes, labeled.class_names)
+
+
+def steps_per_epoch(config, labeled):
+  """Steps in one pass over the labeled examples at the global batch (config override first)."""
+  if config.steps_per_epoch:
+    return float(config.steps_per_epoch)
+  if not labeled.num_examples:
+    raise ValueError(f'the size of {config.labeled!r} is unknown: set steps_per_epoch')
+  return labeled.num_examples / config.batch_size
+
+
+def total_steps(config, labeled):
+  """The run's length in steps: train_steps, or ceil(epochs * steps_per_epoch)."""
+  if config.train_steps is not None:
+    return config.train_steps
+  return max(1, int(math.ceil(config.epochs * steps_per_epoch(config, labeled))))
+
+
+def make_schedule(config, labeled, num_steps):
+  """The LearningRate for `config`: base rate scaled by batch / 256, warmup and decay in epochs."""
+  epoch = steps_per_epoch(config, labeled)
+  return optim.LearningRate(
+      base=config.base_learning_rate * config.batch_size / 256.0, total_steps=num_steps,
+      warmup_steps=int(round(config.warmup_epochs * epoch)), kind=config.lr_schedule,
+      decay_steps=max(1.0, config.lr_decay_epochs * epoch), decay_factor=config.lr_decay_factor)
+
+
+def _rows_per_batch(config):
+  if not config.pseudo:
+    return config.batch_size
+  return config.batch_size + int(round(config.unlabeled_ratio * config.batch_size))
+
+
+def _train_dataset_fn(config, data, convention, resolution, small_image, strategy, first_step):
+  """Returns the function distribute_datasets_from_function calls once per worker.
+
+  Every worker builds the same global batches (same seed) and keeps the slices of its own replicas,
+  so N replicas see exactly the examples one device would, and the per-example weights (1/B of
+  the global batch) make the summed replica losses the global mean.
+  """
+  from noisy_student_tf.data import pipeline
+  rows = _rows_per_batch(config)
+  replicas = strategy.num_replicas_in_sync
+
+  def dataset_fn(input_context):
+    ds = pipeline.make_train_dataset(
+        data.labeled, batch_size=config.batch_size, resolution=resolution,
+        num_classes=data.num_classes, convention=convention, small_image=small_image,
+        randaug_layers=config.randaug_layers, randaug_magnitude=config.randaug_magnitude,
+        label_smoothing=config.label_smoothing, pseudo=data.pseudo,
+        unlabeled_ratio=config.unlabeled_ratio, seed=config.seed + first_step,
+        skip_corrupt=config.skip_corrupt)
+    if replicas == 1:
+      return ds
+    local = replicas // input_context.num_input_pipelines
+    first = input_context.input_pipeline_id * local
+
+    def split(*tensors):
+      parts = tuple(tf.reshape(t, tf.concat([[replicas, rows // replicas], tf.shape(t)[1:]], 0))
+                    [first:first + local] for t in tensors)
+      return tf.data.Dataset.from_tensor_slices(parts)
+    return ds.flat_map(split).prefetch(tf.data.AUTOTUNE)
+  return dataset_fn
+
+
+def _copy_by_path(model, values, what):
+  """Assigns numpy `values` {path: array} to the model's variables of the same path and shape."""
+  copied, skipped = 0, []
+  for v in model.weights:
+    value = values.get(v.path)
+    if value is not None and tuple(value.shape) == tuple(v.shape):
+      v.assign(value)
+      copied += 1
+    else:
+      skipped.append(v.path)
+  if not copied:
+    raise ValueError(f'no variable of {what} matches the model by name and shape')
+  if skipped:
+    log.warning('%s: %d variables not found or of another shape, left as initialised (e.g. %s)',
+                what, len(skipped), skipped[:3])
+  return copied
+
+
+def _freeze_before(model, layer_name):
+  names = [layer.name for layer in model.layers]
+  if layer_name not in names:
+    raise ValueError(f'trainable_from {layer_name!r} is not a layer of the model; layers are e.g. '
+                     f'{names[:3]} ... {names[-3:]}')
+  for layer in model.layers[:names.index(layer_name)]:
+    layer.trainable = False
+
+
+class _Run:
+  """The state of one training run inside its strategy: model, optimizer, EMA, step, checkpoint."""
+
+  def __init__(self, config, data, strategy, num_steps, schedule):
+    self.config = config
+    self.strategy = strategy
+    self.replicas = strategy.num_replicas_in_sync
+    model_config = models.make_config(config.model, data.num_classes, **config.model_overrides())
+    self.model_config = model_config
+    keras.utils.set_random_seed(config.seed)
+    with strategy.scope():
+      self.model = models.build_from_config(model_config)
+      if config.trainable_from:
+        _freeze_before(self.model, config.trainable_from)
+      if config.sync_batchnorm and self.replicas > 1:
+        for layer in self.model.layers:
+          if isinstance(layer, keras.layers.BatchNormalization):
+            layer.synchronized = True
+      self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name='global_step',
+                              aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)
+      self.optimizer = optim.make_optimizer(
+          config.optimizer, lambda: schedule(self.step), rho=config.rmsprop_decay,
+          momentum=config.momentum, epsilon=config.epsilon, precision=config.precision)
+      self.optimizer.build(self.model.trainable_variables)
+      self.ema = optim.WeightAverage(optim.averaged_variables(self.model), config.ema_decay)
+    self.checkpoint = tf.train.Checkpoint(model=self.model, optimizer=self.optimizer,
+                                          ema=self.ema, step=self.step)
+
+  def train_chunk_fn(self):
+    """Returns a tf.function (iterator, n) -> summed metrics of n steps."""
+    config, model, optimizer = self.config, self.model, self.optimizer
+    strategy, replicas = self.strategy, self.replicas
+    labeled_weight = np.float32(1.0 / config.batch_size)
+    split_parts = bool(config.pseudo) and _rows_per_batch(config) - config.batch_size != config.batch_size
+    trainable = model.trainable_variables
+    scale = config.precision == 'mixed_float16'
+
+    def forward_backward(images, targets, weights):
+      with tf.GradientTape() as tape:
+        logits = tf.cast(model(images, training=True), tf.float32)
+        ce = tf.nn.softmax_cross_entropy_with_logits(labels=targets, logits=logits)
+        data_loss = tf.reduce_sum(weights * ce)
+        # The L2 term is summed over replicas by the gradient all-reduce: add 1/replicas of it.
+        wd = optim.weight_decay_loss(trainable, config.weight_decay) / replicas
+        loss = data_loss + wd
+        scaled = optimizer.scale_loss(loss) if scale else loss
+      grads = tape.gradient(scaled, trainable)
+      correct = tf.cast(tf.equal(tf.argmax(logits, 1), tf.argmax(targets, 1)), tf.float32)
+      is_labeled = tf.cast(tf.abs(weights - labeled_weight) < 1e-9, tf.float32) if split_parts \
+          else tf.ones_like(weights)
+      metrics = {'loss': data_loss, 'weight_decay': wd,
+                 'loss_labeled': tf.reduce_sum(weights * ce * is_labeled),
+                 'accuracy': tf.reduce_sum(weights * correct * is_labeled),
+                 'weight_sum': tf.reduce_sum(weights * is_labeled)}
+      return grads, metrics
+
+    if config.jit_compile:
+      forward_backward = tf.function(forward_backward, jit_compile=True)
+
+    def replica_step(images, targets, weights, *unused):
+      grads, metrics = forward_backward(images, targets, weights)
+      optimizer.apply(grads, trainable)
+      self.ema.update(self.step + 1)
+      return metrics
+
+    @tf.function
+    def train_chunk(iterator, n):
+      sums = tuple(tf.constant(0.0) for _ in METRIC_KEYS)
+      for _ in tf.range(n):
+        per_replica = strategy.run(replica_step, args=next(iterator))
+        self.step.assign_add(1)
+        sums = tuple(s + strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica[k], axis=None)
+                     for s, k in zip(sums, METRIC_KEYS))
+      return dict(zip(METRIC_KEYS, sums))
+    return train_chunk
+
+  def weights_by_path(self, which):
+    """Returns {path: numpy} of the raw weights, or of the EMA ('ema') where it has one."""
+    values = {v.path: np.asarray(v.numpy()) for v in self.model.weights}
+    if which == 'ema':
+      values.update(self.ema.values_by_path())
+    return values
+
+
+def _effective_config(config, data, num_steps, schedule, strategy):
+  return {**dataclasses.asdict(config), 'effective': {
+      'total_steps': num_steps, 'peak_learning_rate': schedule.base,
+      'warmup_steps': schedule.warmup_steps, 'decay_steps': schedule.decay_steps,
+      'num_replicas': strategy.num_replicas_in_sync,
+      'per_replica_batch': _rows_per_batch(config) // strategy.num_replicas_in_sync,
+      'labeled_examples': data.labeled.num_examples,
+      'pseudo_examples': data.pseudo.num_examples if data.pseudo else None}}
+
+
+def _save_final(run, config, model_config, class_names, convention, training_json):
+  """Writes config.json and final/{ema,raw}.weights.h5 from a plain (undistributed) float32 copy."""
+  model_dir_lib.write_config(config.model_dir, model_dir_lib.ModelDirConfig(
+      model=model_config, class_names=class_names, input=convention, training=training_json))
+  with _Policy('float32'):
+    plain = models.build_from_config(model_config)
+  for which in ('ema', 'raw'):
+    _copy_by_path(plain, run.weights_by_path(which), f'{which} weights')
+    model_dir_lib.save_weights(config.model_dir, plain, which)
+  return plain
+
+
+class _Policy:
+  """Context manager setting Keras' global dtype policy and restoring the previous one."""
+
+  def __init__(self, name):
+    self.name = name
+
+  def __enter__(self):
+    self.previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(self.name)
+
+  def __exit__(self, *exc):
+    keras.config.set_dtype_policy(self.previous)
+
+
+def _evaluate(plain, ema_values, data, config, convention, model_config, predict_fn=None):
+  from noisy_student_tf.data import pipeline
+  from noisy_student_tf.evaluate import evaluator
+  _copy_by_path(plain, ema_values, 'ema weights')
+  dataset = pipeline.make_eval_dataset(
+      data.evaluation, batch_size=config.eval_batch_size, resolution=model_config.resolution,
+      convention=convention, small_image=model_config.small_image, skip_corrupt=config.skip_corrupt)
+  return evaluator.evaluate_model(plain, dataset, predict_fn)
+
+
+def train(config: TrainConfig) -> dict:
+  """Trains the model `config` describes and writes a complete model dir.
+
+  Resumes from the latest checkpoint in MODEL_DIR/ckpt when there is one (same step, same learning
+  rate, same EMA); otherwise starts from `init_checkpoint`'s EMA weights or from scratch.  A run
+  whose checkpoint is already at the last step only writes the final files.
+  Returns {'step', 'loss', 'accuracy', 'learning_rate', 'seconds', 'images_per_second',
+  'resumed_from'} plus 'top1', 'top5', 'eval_loss', 'num_eval_examples' when eval_data is set.
+  Raises ValueError for bad settings, sources or class counts, before the first step.
+  """
+  config.validate()
+  # The strategy first: MultiWorkerMirroredStrategy must configure collectives before any TF op.
+  strategy = strategy_lib.make_strategy(config.strategy, config.tpu)
+  data = _open_sources(config)
+  strategy_lib.per_replica_batch(config.batch_size, strategy)
+  rows = _rows_per_batch(config)
+  if rows % strategy.num_replicas_in_sync:
+    raise ValueError(f'a batch of {rows} rows (batch_size {config.batch_size} + pseudo rows) is not '
+                     f'divisible by the {strategy.num_replicas_in_sync} replicas')
+  num_steps = total_steps(config, data.labeled)
+  schedule = make_schedule(config, data.labeled, num_steps)
+  chief = strategy_lib.is_chief(strategy)
+  convention = (model_dir_lib.read_config(config.init_checkpoint).input if config.init_checkpoint
+                else model_dir_lib.InputConvention())
+
+  with _Policy(config.precision):
+    run = _Run(config, data, strategy, num_steps, schedule)
+  model_config = run.model_config
+  training_json = _effective_config(config, data, num_steps, schedule, strategy)
+  if chief:
+    os.makedirs(config.model_dir, exist_ok=True)
+    model_dir_lib.write_config(config.model_dir, model_dir_lib.ModelDirConfig(
+        model=model_config, class_names=data.class_names, input=convention, training=training_json))
+
+  ckpt_dir = os.path.join(config.model_dir, CKPT_DIR)
+  if not chief:  # non-chief workers must save too (collectives), into a scratch folder
+    ckpt_dir = os.path.join(ckpt_dir, f'.worker-{strategy_lib.worker_index(strategy)}')
+  manager = tf.train.CheckpointManager(run.checkpoint, ckpt_dir, max_to_keep=config.keep_checkpoints,
+                                       step_counter=run.step)
+  latest = tf.train.latest_checkpoint(os.path.join(config.model_dir, CKPT_DIR))
+  resumed_from = None
+  if latest:
+    run.checkpoint.restore(latest).assert_existing_objects_matched()
+    resumed_from = int(run.step.numpy())
+    log.info('resumed from %s at step %d', latest, resumed_from)
+  elif config.init_checkpoint:
+    init_model, _ = model_dir_lib.load_model(config.init_checkpoint, weights='ema')
+    n = _copy_by_path(run.model, {v.path: v.numpy() for v in init_model.weights},
+                      f'init_checkpoint {config.init_checkpoint!r}')
+    run.ema.reset()
+    log.info('initialised %d variables from %s', n, config.init_checkpoint)
+
+  first_step = int(run.step.numpy())
+  reporter = callbacks.Reporter(config.model_dir, num_steps, write=chief, mode=config.progress)
+  result = {'step': first_step, 'resumed_from': resumed_from}
+  start = time.time()
+  plain, predict_fn = None, None
+  if first_step < num_steps:
+    dist_ds = strategy.distribute_datasets_from_function(_train_dataset_fn(
+        config, data, convention, model_config.resolution, model_config.small_image, strategy,
+        first_step))
+    iterator = iter(dist_ds)
+    train_chunk = run.train_chunk_fn()
+    step = first_step
+    window = {'t': time.time(), 'steps': 0, 'sums': None}
+    while step < num_steps:
+      boundaries = [num_steps]
+      for every in (config.log_every, config.checkpoint_every, config.eval_every):
+        if every:
+          boundaries.append((step // every + 1) * every)
+      n = min(min(boundaries) - step, config.steps_per_execution)
+      sums = train_chunk(iterator, tf.constant(n, tf.int32))
+      step += n
+      sums = {k: float(v.numpy()) for k, v in sums.items()}
+      window['steps'] += n
+      window['sums'] = sums if window['sums'] is None else {
+          k: window['sums'][k] + sums[k] for k in sums}
+      if step % config.log_every == 0 or step == num_steps:
+        elapsed = time.time() - window['t']
+        s, k = window['sums'], window['steps']
+        values = {'loss': s['loss'] / k, 'loss_labeled': s['loss_labeled'] / k,
+                  'accuracy': s['accuracy'] / max(s['weight_sum'], 1e-12),
+                  'weight_decay': s['weight_decay'] / k, 'learning_rate': schedule.value(step),
+                  'images_per_second': k * rows / max(elapsed, 1e-9)}
+        if config.pseudo:
+          values['loss_pseudo'] = values['loss'] - values['loss_labeled']
+          if rows - config.batch_size == config.batch_size:  # same weights: parts not separable
+            values.pop('loss_labeled'); values.pop('loss_pseudo')
+        reporter.scalars('train', step, values)
+        result.update(values)
+        window = {'t': time.time(), 'steps': 0, 'sums': None}
+      if step % config.checkpoint_every == 0 or step == num_steps:
+        manager.save(checkpoint_number=step)
+      if config.eval_every and step % config.eval_every == 0 and step < num_steps and data.evaluation:
+        if plain is None:
+          with _Policy('float32'):
+            plain = models.build_from_config(model_config)
+          from noisy_student_tf.evaluate import evaluator
+          predict_fn = evaluator.make_predict_fn(plain)
+        ev = _evaluate(plain, run.weights_by_path('ema'), data, config, convention, model_config,
+                       predict_fn)
+        reporter.scalars('eval', step, {k: ev[k] for k in ('top1', 'top5', 'loss')})
+    result['step'] = step
+  seconds = time.time() - start
+  result['seconds'] = seconds
+  result['images_per_second'] = (result['step'] - first_step) * rows / max(seconds, 1e-9)
+
+  if chief:
+    plain = _save_final(run, config, model_config, data.class_names, convention, training_json)
+  if data.evaluation and chief:
+    ev = _evaluate(plain, run.weights_by_path('ema'), data, config, convention, model_config)
+    reporter.scalars('eval', result['step'], {k: ev[k] for k in ('top1', 'top5', 'loss')})
+    result.update(top1=ev['top1'], top5=ev['top5'], eval_loss=ev['loss'],
+                  num_eval_examples=ev['num_examples'])
+  reporter.close()
+  if chief:
+    model_dir_lib.atomic_write_text(os.path.join(config.model_dir, RESULT_FILE),
+                                    json.dumps(result, indent=2, sort_keys=True))
+  else:
+    shutil.rmtree(ckpt_dir, ignore_errors=True)
+  log.info('training done at step %d in %.1f s', result['step'], seconds)
+  return result
