@@ -204,14 +204,19 @@ def make_train_dataset(labeled, *, batch_size, resolution, num_classes, conventi
                             targets=lambda d: tf.ensure_shape(d['target'], [num_classes]),
                             **common)
 
-  def mix(lab, pse):
+  def mix(index, batches):
+    lab, pse = batches
     images = tf.concat([lab[0], pse[0]], 0)
     targets = tf.concat([lab[1], pse[1]], 0)
     weights = tf.concat([tf.fill([b], 1.0 / b), tf.fill([u], 1.0 / u)], 0)
-    order = tf.random.shuffle(tf.range(b + u))
+    # Keyed by (seed, batch index): every worker of a multi-worker run permutes its copy of the
+    # global batch alike, so the replicas' slices partition it.
+    order = tf.random.experimental.stateless_shuffle(
+        tf.range(b + u), seed=tf.stack([tf.cast(seed or 0, tf.int64), index]))
     return tf.gather(images, order), tf.gather(targets, order), tf.gather(weights, order)
 
-  ds = tf.data.Dataset.zip((labeled_ds, pseudo_ds)).map(mix, num_parallel_calls=_AUTOTUNE)
+  ds = tf.data.Dataset.zip((labeled_ds, pseudo_ds)).enumerate().map(
+      mix, num_parallel_calls=_AUTOTUNE)
   ds = ds.prefetch(_AUTOTUNE)
   ds.corrupt_counter = corrupt_counter
   return ds
