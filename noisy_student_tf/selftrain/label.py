@@ -134,19 +134,28 @@ def _check_output_dir(config):
                        f'another num_shards than {config.num_shards}; use another output_dir')
 
 
-def _open_checked(config, teacher_classes):
-  """Opens the whole source once to fail early on an empty one; returns its Source."""
+def open_unlabeled(spec, *, data_dir=None, label_offset=0):
+  """Opens the unlabeled source `spec` and checks it holds at least one image.
+
+  Returns its Source; raises ValueError naming the spec when it is missing or empty.
+  """
   from noisy_student_tf.data import sources  # pylint: disable=g-import-not-at-top
   try:
-    source = sources.open_source(config.unlabeled, data_dir=config.data_dir,
-                                 label_offset=config.label_offset)
+    source = sources.open_source(spec, data_dir=data_dir, label_offset=label_offset)
   except FileNotFoundError as e:
-    raise ValueError(f'unlabeled source {config.unlabeled!r}: {e}') from e
+    raise ValueError(f'unlabeled source {spec!r}: {e}') from e
   empty = source.num_examples == 0
   if source.num_examples is None:
     empty = not any(True for _ in source.dataset.take(1))
   if empty:
-    raise ValueError(f'unlabeled source {config.unlabeled!r} is empty: nothing to label')
+    raise ValueError(f'unlabeled source {spec!r} is empty: nothing to label')
+  return source
+
+
+def _open_checked(config, teacher_classes):
+  """Opens the whole source once to fail early on an empty one; returns its Source."""
+  source = open_unlabeled(config.unlabeled, data_dir=config.data_dir,
+                          label_offset=config.label_offset)
   if source.num_classes is not None and source.num_classes != teacher_classes:
     logging.info('unlabeled source has %d classes, the teacher %d: its labels are not compared',
                  source.num_classes, teacher_classes)

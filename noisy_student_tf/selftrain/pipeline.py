@@ -454,13 +454,5 @@ def _check_sources(config):
       raise ValueError(f'the teacher {config.teacher_model_dir!r} has {teacher_classes} classes but '
                        f'the labeled data {config.labeled_spec()!r} (the students\' classes) has '
                        f'{labeled.num_classes}')
-  try:
-    unlabeled = sources.open_source(config.unlabeled_spec(), data_dir=config.data_dir,
-                                    label_offset=config.label_offset)
-  except FileNotFoundError as e:
-    raise ValueError(f'unlabeled source {config.unlabeled_spec()!r}: {e}') from e
-  empty = unlabeled.num_examples == 0
-  if unlabeled.num_examples is None:
-    empty = not any(True for _ in unlabeled.dataset.take(1))
-  if empty:
-    raise ValueError(f'unlabeled source {config.unlabeled_spec()!r} is empty: nothing to label')
+  label_lib.open_unlabeled(config.unlabeled_spec(), data_dir=config.data_dir,
+                           label_offset=config.label_offset)
