@@ -1,6 +1,5 @@
 """Pipelines: eval/label determinism, training noise, mixed-batch weights, corrupt images."""
 
-import shutil
 
 import numpy as np
 import pytest

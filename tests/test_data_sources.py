@@ -1,6 +1,5 @@
 """Sources: every kind of spec read from real small data; sharding; per-class splits."""
 
-import os
 
 import numpy as np
 import pytest

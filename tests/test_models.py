@@ -11,7 +11,7 @@ import pytest
 
 from conftest import REPO, TINY
 from noisy_student_tf import models
-from noisy_student_tf.models import architecture, scaling
+from noisy_student_tf.models import scaling
 
 VARIANTS = [f'b{i}' for i in range(8)]
 # EfficientNet paper, Table 2: FLOPs (multiply-adds) at each variant's own resolution.

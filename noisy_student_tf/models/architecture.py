@@ -6,7 +6,7 @@ the network is defined in exactly one place.
 """
 
 import dataclasses
-from typing import Optional, Tuple
+from typing import Tuple
 
 from noisy_student_tf.models import scaling
 
