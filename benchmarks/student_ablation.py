@@ -2,7 +2,7 @@
 ns-pipeline run's teacher and pseudo-labels, each changing one choice of the run's student.
 
   python benchmarks/student_ablation.py --work_dir=/tmp/ns-cifar10 --out=/tmp/ns-ablation \
-      --steps=400 [--variants=recipe,no_noise,hard,ratio1,scratch,labeled_only,bfloat16@50]
+      --steps=500 [--variants=recipe,no_noise,hard,ratio1,scratch,labeled_only,bfloat16@50]
 
 WORK_DIR is an ns-pipeline work dir whose generation 0 is complete (W/gen0/model, W/gen0/pseudo,
 W/gen0/balanced); its pipeline_config.json is the recipe.  Every variant trains generation 1's
@@ -35,11 +35,17 @@ from absl import flags
 from absl import logging
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string('work_dir', None, 'A finished ns-pipeline work dir (teacher, pseudo-labels).')
-flags.DEFINE_string('out', None, 'Output folder for the variants, ablation.json/.md/.png.')
-flags.DEFINE_integer('steps', 400, 'Training steps of every variant without an @STEPS suffix.')
-flags.DEFINE_list('variants', 'recipe,no_noise,hard,ratio1,scratch,labeled_only,bfloat16@50',
-                  'Variants to train, in order; NAME@STEPS gives one its own step count.')
+
+
+def define_flags():
+  """Defines this script's flags (only when run as a script, so that importing it next to the
+  ns-* binaries, which define --work_dir too, does not clash)."""
+  flags.DEFINE_string('work_dir', None, 'A finished ns-pipeline work dir (teacher, pseudo-labels).')
+  flags.DEFINE_string('out', None, 'Output folder for the variants, ablation.json/.md/.png.')
+  flags.DEFINE_integer('steps', 500, 'Training steps of every variant without an @STEPS suffix.')
+  flags.DEFINE_list('variants', 'bfloat16@50,xla@10,recipe,no_noise,hard,labeled_only,ratio1,'
+                    'scratch', 'Variants to train, in order; NAME@STEPS gives one its own step '
+                    'count.')
 
 VARIANTS = {
     'recipe': 'the recipe (shorter)',
@@ -276,4 +282,5 @@ def main(argv):
 
 
 if __name__ == '__main__':
+  define_flags()
   app.run(main)
