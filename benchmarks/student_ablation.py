@@ -21,7 +21,7 @@ model for the same number of steps (--steps; NAME@STEPS overrides it), with the 
   xla           the training step compiled with XLA (jit_compile; for speed)
 
 Writes OUT/ablation.json (one object per variant), OUT/ablation.md (a table) and OUT/ablation.png
-(top-1 by variant against the teacher); each variant's model dir is OUT/<name>/model.  A rerun
+(top-1 by variant against the teacher); each variant's model dir is OUT/<name>-<steps>/model.  A rerun
 skips finished variants and resumes an interrupted one from its checkpoints.
 """
 
@@ -170,7 +170,7 @@ def variant_train_config(recipe, name, steps, out_dir):
 def run_variant(recipe, name, steps, out):
   """Trains (or resumes, or skips when done) one variant; returns its result row."""
   from noisy_student_tf.train import trainer  # pylint: disable=g-import-not-at-top
-  out_dir = os.path.join(out, name)
+  out_dir = os.path.join(out, f'{name}-{steps}')
   result_path = os.path.join(out_dir, 'result.json')
   if os.path.exists(result_path):
     with open(result_path) as f:
