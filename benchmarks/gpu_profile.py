@@ -24,18 +24,6 @@ class SqueezeExciteDense(L.SqueezeExcite):
     return inputs * gate[:, None, None, :]
 
 
-class DropPathF32(L.DropPath):
-  """DropPath drawing its noise in float32 (bf16 uniforms quantise keep probabilities to 1/128)."""
-  def call(self, inputs, training=None):
-    if not training or self.rate == 0:
-      return inputs
-    keep = 1.0 - self.rate
-    shape = (ops.shape(inputs)[0],) + (1,) * (len(inputs.shape) - 1)
-    noise = keras.random.uniform(shape, dtype='float32', seed=self.seed_generator)
-    scale = ops.cast(ops.where(noise < keep, 1.0 / keep, 0.0), inputs.dtype)
-    return inputs * scale
-
-
 class DepthwiseShiftSum(keras.layers.DepthwiseConv2D):
   """Depthwise conv as a sum of k*k shifted, strided slices times per-channel taps (fusable
   elementwise work instead of a grouped convolution); 'same' padding as TF, same weights."""
@@ -57,7 +45,6 @@ class DepthwiseShiftSum(keras.layers.DepthwiseConv2D):
 VARIANTS = {
     'ours': {}, 'keras_apps': None,
     'se_dense': {'SqueezeExcite': SqueezeExciteDense},
-    'droppath_f32': {'DropPath': DropPathF32},
     'dw_shiftsum': {'DW': DepthwiseShiftSum},
     'logits_bf16': {'LOGITS': True},
 }
