@@ -34,6 +34,8 @@ from absl import app
 from absl import flags
 from absl import logging
 
+from noisy_student_tf.selftrain import shards
+
 FLAGS = flags.FLAGS
 
 
@@ -185,13 +187,8 @@ def run_variant(recipe, name, steps, out):
          'train_seconds': round(result['seconds'], 1),
          'images_per_second': round(result['images_per_second'], 1),
          'seconds': round(time.time() - start, 1)}
-  _write_json(result_path, row)
+  shards.write_json(result_path, row)
   return row
-
-
-def _write_json(path, value):
-  from noisy_student_tf import model_dir as model_dir_lib  # pylint: disable=g-import-not-at-top
-  model_dir_lib.atomic_write_text(path, json.dumps(value, indent=2) + '\n')
 
 
 def write_report(out, rows, teacher_eval, full_student):
@@ -199,7 +196,7 @@ def write_report(out, rows, teacher_eval, full_student):
   from noisy_student_tf import model_dir as model_dir_lib  # pylint: disable=g-import-not-at-top
   recipe = next((r for r in rows if r['variant'] == 'recipe'), None)
   teacher = teacher_eval['top1']
-  _write_json(os.path.join(out, 'ablation.json'),
+  shards.write_json(os.path.join(out, 'ablation.json'),
               {'teacher_top1': teacher, 'full_student': full_student, 'variants': rows})
   lines = ['| variant | change | steps | rows/step | top-1 | vs teacher | vs recipe | img/s | '
            'train s |', '|---|---|---|---|---|---|---|---|---|',
