@@ -13,6 +13,7 @@ import sys
 from absl import app, flags, logging
 
 from noisy_student_tf import model_dir as model_dir_lib
+from noisy_student_tf.data import preprocessing
 from noisy_student_tf.evaluate import evaluator, suites
 
 flags.DEFINE_string('model_dir', None, 'The trained model dir to evaluate.')
@@ -24,6 +25,9 @@ flags.DEFINE_integer('batch_size', 256, 'Evaluation batch size.')
 flags.DEFINE_string('data_dir', None, 'tensorflow-datasets data dir for tfds: sources.')
 flags.DEFINE_integer('label_offset', 0, 'Subtracted from tfrecord: labels (1 for 1-based ImageNet).')
 flags.DEFINE_bool('skip_corrupt', False, 'Skip undecodable images instead of failing.')
+flags.DEFINE_integer('max_image_pixels', preprocessing.DEFAULT_MAX_IMAGE_PIXELS, 'Refuse images '
+                     'with more pixels (height x width from the header, before decoding) like '
+                     'corrupt ones (see --skip_corrupt). 0: no limit.')
 flags.DEFINE_string('output', None, 'JSON result file (default: MODEL_DIR/eval.json, or '
                     'MODEL_DIR/eval-<resolution>.json at a non-default resolution).')
 # Robustness suites (noisy_student_tf.evaluate.suites).
@@ -43,7 +47,10 @@ flags.DEFINE_string('imagenet_c_dir', None, 'imagenet_c suite: a local ImageNet-
                     'imagenet2012_corrupted in --data_dir).')
 flags.DEFINE_string('imagenet_p_dir', None, 'imagenet_p suite: a local ImageNet-P copy '
                     'ROOT/<perturbation>/<wnid>/<name>.mp4.')
-flags.DEFINE_integer('max_examples', None, 'Suites: evaluate only the first N images of a source.')
+flags.DEFINE_integer('max_examples', None, 'Evaluate a seeded sample of N images of each source '
+                     '(class-stratified where labels are known, uniform otherwise): the same '
+                     'images for a model and its baseline.')
+flags.DEFINE_integer('sample_seed', 0, 'Seed of the --max_examples sample.')
 FLAGS = flags.FLAGS
 
 
@@ -56,7 +63,7 @@ def run_suite_from_flags():
       data_dir=FLAGS.data_dir, baseline_model_dir=FLAGS.baseline_model_dir,
       corruptions=tuple(FLAGS.corruptions) if FLAGS.corruptions else None,
       severities=tuple(severities), resolution=FLAGS.resolution, weights=FLAGS.weights,
-      batch_size=FLAGS.batch_size, max_examples=FLAGS.max_examples,
+      batch_size=FLAGS.batch_size, max_examples=FLAGS.max_examples, sample_seed=FLAGS.sample_seed,
       imagenet_c_dir=FLAGS.imagenet_c_dir, imagenet_p_dir=FLAGS.imagenet_p_dir)
 
 
@@ -81,7 +88,8 @@ def main(argv):
     result = evaluator.evaluate_model_dir(
         FLAGS.model_dir, FLAGS.eval_data, resolution=FLAGS.resolution, weights=FLAGS.weights,
         batch_size=FLAGS.batch_size, data_dir=FLAGS.data_dir, label_offset=FLAGS.label_offset,
-        skip_corrupt=FLAGS.skip_corrupt)
+        skip_corrupt=FLAGS.skip_corrupt, max_image_pixels=FLAGS.max_image_pixels,
+        max_examples=FLAGS.max_examples, sample_seed=FLAGS.sample_seed)
   except (ValueError, FileNotFoundError) as e:
     logging.error('%s', e)
     sys.exit(f'ns-eval: error: {e}')

@@ -12,6 +12,8 @@ from absl import app
 from absl import flags
 from absl import logging
 
+from noisy_student_tf.data import preprocessing
+
 FLAGS = flags.FLAGS
 flags.DEFINE_string('model_dir', None, 'A complete model dir (config.json + final/*.weights.h5) '
                     'written by ns-train or tools/convert_checkpoint.py.')
@@ -34,6 +36,9 @@ flags.DEFINE_list('warmup_batch_sizes', ['1', '32'], 'serving_default batch size
                   'replays at load time.')
 flags.DEFINE_boolean('verify', True, 'Load the staged export and replay the warm-up requests '
                      'before publishing it.')
+flags.DEFINE_integer('max_image_pixels', preprocessing.DEFAULT_MAX_IMAGE_PIXELS, 'serving_default '
+                     'answers InvalidArgument for images with more pixels (height x width read '
+                     'from the header, before decoding; recorded in export.json). 0: no limit.')
 
 
 def config_from_flags():
@@ -51,7 +56,7 @@ def config_from_flags():
       weights=FLAGS.weights, top_k=FLAGS.top_k, labels_file=FLAGS.labels_file,
       resolution=FLAGS.resolution, model_name=FLAGS.model_name,
       warmup_images=tuple(FLAGS.warmup_images), warmup_batch_sizes=batch_sizes,
-      verify=FLAGS.verify)
+      verify=FLAGS.verify, max_image_pixels=FLAGS.max_image_pixels)
 
 
 def main(argv):

@@ -8,6 +8,8 @@ from absl import app
 from absl import flags
 from absl import logging
 
+from noisy_student_tf.data import preprocessing
+
 FLAGS = flags.FLAGS
 flags.DEFINE_string('model_dir', None, 'The teacher: a model dir written by ns-train.')
 flags.DEFINE_string('unlabeled', None, 'Source spec of the images to label, e.g. '
@@ -27,6 +29,9 @@ flags.DEFINE_enum('weights', 'ema', ['ema', 'raw'], 'Which final weights of the 
 flags.DEFINE_integer('generation', 0, 'Self-training generation of the teacher (recorded).')
 flags.DEFINE_string('data_dir', None, 'tensorflow-datasets data dir (tfds: sources).')
 flags.DEFINE_integer('label_offset', 0, 'Subtracted from stored labels of tfrecord: sources.')
+flags.DEFINE_integer('max_image_pixels', preprocessing.DEFAULT_MAX_IMAGE_PIXELS, 'Skip (and count '
+                     'as too large) images with more pixels, height x width read from the header '
+                     'before decoding. 0: no limit.')
 
 
 def main(argv):
@@ -41,7 +46,8 @@ def main(argv):
       label_type=FLAGS.label_type, temperature=FLAGS.temperature, top_k=FLAGS.top_k,
       num_shards=FLAGS.num_shards, shard_index=FLAGS.shard_index, batch_size=FLAGS.batch_size,
       resolution=FLAGS.resolution, weights=FLAGS.weights, generation=FLAGS.generation,
-      data_dir=FLAGS.data_dir, label_offset=FLAGS.label_offset)
+      data_dir=FLAGS.data_dir, label_offset=FLAGS.label_offset,
+      max_image_pixels=FLAGS.max_image_pixels)
   try:
     stats = label_lib.label(config)
   except ValueError as e:
@@ -49,7 +55,7 @@ def main(argv):
     raise SystemExit(f'ns-label: {e}') from None
   if stats['complete']:
     print(f'ns-label: {stats["count"]} images labeled into {FLAGS.output_dir} '
-          f'({stats["corrupt_skipped"]} corrupt skipped)')
+          f'({stats["corrupt_skipped"]} corrupt, {stats["too_large_skipped"]} too large skipped)')
   else:
     print(f'ns-label: {stats["shards_done"]} of {stats["num_shards"]} shards done')
 

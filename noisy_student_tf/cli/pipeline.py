@@ -12,6 +12,8 @@ from absl import app
 from absl import flags
 from absl import logging
 
+from noisy_student_tf.data import preprocessing
+
 FLAGS = flags.FLAGS
 # Data.
 flags.DEFINE_string('work_dir', None, 'Where every generation\'s model, pseudo-labels and the '
@@ -26,6 +28,11 @@ flags.DEFINE_integer('labeled_per_class', None, 'Keep the labels of only this ma
 flags.DEFINE_integer('split_seed', 0, 'Seed of the labeled/unlabeled split.')
 flags.DEFINE_string('data_dir', None, 'tensorflow-datasets data dir (tfds: sources).')
 flags.DEFINE_integer('label_offset', 0, 'Subtracted from stored labels of tfrecord: sources.')
+flags.DEFINE_integer('num_classes', None, 'Class count of tfrecord: sources (default: from one '
+                     'scan of their labels).')
+flags.DEFINE_boolean('scan_records', True, 'Read the labels of tfrecord: sources once (cached in '
+                     'W/data/source_stats) to count examples and classes and check the labels.')
+flags.DEFINE_boolean('flip', True, 'Random horizontal flips of training images (off for digits).')
 # Models.
 flags.DEFINE_list('models', ['efficientnet-b0'], 'Model per generation, teacher first (e.g. '
                   'b0,b0,b1); one name is used for all.')
@@ -93,6 +100,10 @@ flags.DEFINE_integer('per_class', None, 'Balance to K images per class (paper 13
                      'balancing.')
 flags.DEFINE_boolean('duplicate', True, 'Duplicate images of classes with fewer than K.')
 flags.DEFINE_integer('filter_shards', 4, 'Balanced output shards.')
+# Images.
+flags.DEFINE_integer('max_image_pixels', preprocessing.DEFAULT_MAX_IMAGE_PIXELS, 'Images with '
+                     'more pixels (height x width from the header, before decoding) are skipped '
+                     'by the labeler and stop a training run, like corrupt ones. 0: no limit.')
 
 
 def _floats(values, name):

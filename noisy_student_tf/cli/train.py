@@ -34,7 +34,16 @@ HELP = {
     'eval_data': 'Labeled source evaluated with the EMA weights (every --eval_every steps, and at the end).',
     'data_dir': 'tensorflow-datasets data dir for tfds: sources.',
     'label_offset': 'Subtracted from tfrecord: labels (1 for 1-based ImageNet records).',
+    'num_classes': 'Class count of --labeled when the source does not say it (tfrecord:); '
+                   'default: from the label scan.',
+    'scan_records': 'Read the labels of tfrecord: sources once (cached) to count examples and '
+                    'classes and check labels against --label_offset / --num_classes.',
+    'source_cache_dir': 'Where label scans are cached (default: MODEL_DIR/source_stats).',
+    'flip': 'Random horizontal flips of training images (turn off for digits and text).',
     'skip_corrupt': 'Skip undecodable labeled images instead of failing.',
+    'max_image_pixels': 'Refuse images with more pixels (height x width, read from the header '
+                        'before decoding) like corrupt ones: skipped with --skip_corrupt, else '
+                        'the run stops naming them. 0: no limit.',
     'batch_size': 'Global labeled batch size (summed over all replicas).',
     'eval_batch_size': 'Batch size of evaluation.',
     'train_steps': 'Training length in steps (give this or --epochs).',
@@ -74,7 +83,7 @@ _ENUMS = {'optimizer': optim.OPTIMIZERS, 'lr_schedule': optim.SCHEDULES,
           'precision': trainer.PRECISIONS, 'strategy': strategy_lib.STRATEGIES,
           'progress': callbacks.PROGRESS_MODES}
 _FLOATS = ('bn_momentum', 'width', 'depth', 'dropout', 'drop_path_rate', 'epochs', 'unlabeled_ratio')
-_INTS = ('resolution', 'train_steps', 'steps_per_epoch')
+_INTS = ('resolution', 'train_steps', 'steps_per_epoch', 'num_classes')
 
 
 def define_flags():
@@ -121,7 +130,8 @@ def fixres_config_from_flags():
 def config_from_flags():
   """Returns the TrainConfig the parsed flags describe."""
   values = {f.name: getattr(FLAGS, f.name) for f in dataclasses.fields(trainer.TrainConfig)}
-  for name in ('pseudo', 'eval_data', 'data_dir', 'tpu', 'trainable_from', 'init_checkpoint'):
+  for name in ('pseudo', 'eval_data', 'data_dir', 'tpu', 'trainable_from', 'init_checkpoint',
+               'source_cache_dir'):
     values[name] = values[name] or None
   return trainer.TrainConfig(**values)
 

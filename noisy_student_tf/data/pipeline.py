@@ -12,6 +12,12 @@ count after (or while) iterating:
   for batch in ds: ...
   counter.count        # int; also reachable as ds.corrupt_counter.count
   counter.source_ids   # the skipped images' source ids (first 1000)
+
+Too large images.  An image whose header says it has more than `max_image_pixels` pixels
+(height x width; default preprocessing.DEFAULT_MAX_IMAGE_PIXELS = 64 MP, 0 or None: no limit) is
+never decoded and is handled exactly like a corrupt one: skipped and counted (counter.count
+includes it, counter.too_large counts those alone) or an InvalidArgumentError naming its
+source_id, its pixel count, the limit and --max_image_pixels.
 """
 
 import logging
@@ -21,6 +27,7 @@ import numpy as np
 import tensorflow as tf
 
 from noisy_student_tf.data import augment as augment_lib
+from noisy_student_tf.data import order
 from noisy_student_tf.data import preprocessing
 
 DEFAULT_SHUFFLE_BUFFER = 10000
@@ -28,7 +35,8 @@ _AUTOTUNE = tf.data.AUTOTUNE
 
 
 class CorruptCounter:
-  """Counts (and names) images skipped as undecodable by the pipelines it is passed to.
+  """Counts (and names) images skipped as undecodable or too large by the pipelines it is passed
+  to: `count` is every skipped image, `too_large` those over max_image_pixels among them.
 
   Updated from inside tf.data through tf.py_function, only when an image is corrupt, so it works
   under any distribution strategy and costs nothing on healthy data.  Thread-safe.
@@ -37,6 +45,7 @@ class CorruptCounter:
   def __init__(self):
     self._lock = threading.Lock()
     self._count = 0
+    self._too_large = 0
     self.source_ids = []  # the first MAX_NAMES skipped ids, for stats files
 
   MAX_NAMES = 1000
@@ -47,40 +56,80 @@ class CorruptCounter:
     with self._lock:
       return self._count
 
-  def _record(self, source_id, spec):
+  @property
+  def too_large(self) -> int:
+    """Number of images skipped so far because they have more than max_image_pixels pixels."""
+    with self._lock:
+      return self._too_large
+
+  def _record(self, source_id, spec, status, pixels):
     sid = source_id.numpy().decode('utf-8', 'replace')
+    too_large = int(status.numpy()) == TOO_LARGE
     with self._lock:
       self._count += 1
+      self._too_large += too_large
       if len(self.source_ids) < self.MAX_NAMES:
         self.source_ids.append(sid)
-    logging.warning('skipping corrupt image %r in %s', sid, spec.numpy().decode())
+    if too_large:
+      logging.warning('skipping too large image %r in %s (%d pixels)', sid, spec.numpy().decode(),
+                      int(pixels.numpy()))
+    else:
+      logging.warning('skipping corrupt image %r in %s', sid, spec.numpy().decode())
     return np.int64(0)
 
 
-def _try_decode(encoded):
-  """(uint8 [H, W, 3] image, ok) without raising: a corrupt image gives ([1, 1, 3] zeros, False).
+# _try_decode's status.
+OK, CORRUPT, TOO_LARGE = 0, 1, 2
 
-  TF has no non-raising decoder, so the decode runs inside a one-element dataset whose errors are
-  dropped; a fallback element follows it.
+
+def _try_decode(encoded, max_image_pixels=preprocessing.DEFAULT_MAX_IMAGE_PIXELS):
+  """(uint8 [H, W, 3] image, status, pixels) without raising: OK with the image; CORRUPT or
+  TOO_LARGE (more than max_image_pixels by the header, never decoded) with [1, 1, 3] zeros.
+  pixels: preprocessing.image_pixels (-1 when unknown or not read: no limit).
+
+  TF has no non-raising decoder, so the header read and the decode run inside a one-element
+  dataset whose errors are dropped; a fallback element follows it.
   """
-  attempt = tf.data.Dataset.from_tensors(encoded).map(
-      lambda e: (preprocessing.decode(e), tf.constant(True))).ignore_errors()
-  fallback = tf.data.Dataset.from_tensors((tf.zeros([1, 1, 3], tf.uint8), tf.constant(False)))
+  limit = int(max_image_pixels or 0)
+  empty = tf.zeros([1, 1, 3], tf.uint8)
+
+  def attempt_fn(e):
+    if not limit:
+      return preprocessing.decode(e, None), tf.constant(OK), tf.constant(-1, tf.int64)
+    pixels = preprocessing.image_pixels(e)
+    too_large = pixels > limit
+    image = tf.cond(too_large, lambda: empty, lambda: preprocessing.decode(e, None))
+    return image, tf.where(too_large, TOO_LARGE, OK), pixels
+
+  attempt = tf.data.Dataset.from_tensors(encoded).map(attempt_fn).ignore_errors()
+  fallback = tf.data.Dataset.from_tensors((empty, tf.constant(CORRUPT), tf.constant(-1, tf.int64)))
   return attempt.concatenate(fallback).take(1).get_single_element()
 
 
-def _decode_stage(ds, spec, skip_corrupt, counter):
-  """Maps element dicts to dicts with a decoded 'image', handling corrupt images (see module doc)."""
+def _decode_stage(ds, spec, skip_corrupt, counter,
+                  max_image_pixels=preprocessing.DEFAULT_MAX_IMAGE_PIXELS):
+  """Maps element dicts to dicts with a decoded 'image', handling corrupt and too large images
+  (see module doc)."""
+  if max_image_pixels is not None and int(max_image_pixels) < 0:
+    raise ValueError(f'max_image_pixels must be >= 0 (0: no limit), got {max_image_pixels!r}')
 
   def decode(d):
-    image, ok = _try_decode(d['encoded'])
+    image, status, pixels = _try_decode(d['encoded'], max_image_pixels)
+    ok = tf.equal(status, OK)
     if skip_corrupt:
       def report():
-        return tf.py_function(counter._record, [d['source_id'], spec], Tout=tf.int64)
+        return tf.py_function(counter._record, [d['source_id'], spec, status, pixels],
+                              Tout=tf.int64)
       tf.cond(ok, lambda: tf.constant(0, tf.int64), report)
     else:
-      tf.debugging.Assert(ok, ['corrupt image (cannot decode)', d['source_id'], 'in source',
-                               spec, '; pass skip_corrupt / --skip_corrupt to skip such images'])
+      tf.debugging.Assert(tf.not_equal(status, CORRUPT),
+                          ['corrupt image (cannot decode)', d['source_id'], 'in source',
+                           spec, '; pass skip_corrupt / --skip_corrupt to skip such images'])
+      tf.debugging.Assert(tf.not_equal(status, TOO_LARGE),
+                          ['image too large:', d['source_id'], 'in source', spec, 'has', pixels,
+                           preprocessing.pixel_limit_message(max_image_pixels or 0) +
+                           '; raise the limit or pass skip_corrupt / --skip_corrupt to skip '
+                           'such images'])
     return {**d, 'image': image, 'ok': ok}
 
   ds = ds.map(decode, num_parallel_calls=_AUTOTUNE, deterministic=True)
@@ -91,12 +140,13 @@ def _decode_stage(ds, spec, skip_corrupt, counter):
 
 def make_eval_dataset(source, *, batch_size, resolution, convention, small_image=False,
                       keep_encoded=False, skip_corrupt=False, image_transform=None,
-                      corrupt_counter=None) -> tf.data.Dataset:
+                      corrupt_counter=None,
+                      max_image_pixels=preprocessing.DEFAULT_MAX_IMAGE_PIXELS) -> tf.data.Dataset:
   """The teacher's pipeline: deterministic center crops in source order, no augmentation.
 
   source: a sources.Source.  convention: model_dir.InputConvention.  image_transform: optional
   callable uint8 [R, R, 3] -> uint8 [R, R, 3] applied to the crop before normalisation (e.g. a
-  corruption).  skip_corrupt / corrupt_counter: see the module docstring.
+  corruption).  skip_corrupt / corrupt_counter / max_image_pixels: see the module docstring.
   Returns a finite dataset of dict batches {'image': float32 [B, R, R, 3], 'label': int64 [B],
   'source_id': string [B], and 'encoded': string [B] when keep_encoded}; the last batch may be
   smaller.
@@ -104,7 +154,8 @@ def make_eval_dataset(source, *, batch_size, resolution, convention, small_image
   _check_positive(batch_size=batch_size, resolution=resolution)
   if skip_corrupt and corrupt_counter is None:
     corrupt_counter = CorruptCounter()
-  ds = _decode_stage(source.dataset, source.spec, skip_corrupt, corrupt_counter)
+  ds = _decode_stage(source.dataset, source.spec, skip_corrupt, corrupt_counter,
+                     max_image_pixels)
 
   def prepare(d):
     image = preprocessing.center_crop(d['image'], resolution, convention, small_image)
@@ -138,10 +189,13 @@ def _one_hot_targets(label, num_classes, label_smoothing, spec):
 
 
 def _train_stream(source, rows, *, resolution, convention, small_image, augment, targets,
-                  shuffle_buffer, seed, skip_corrupt, counter, flip):
+                  shuffle_buffer, seed, skip_corrupt, counter, flip,
+                  max_image_pixels=preprocessing.DEFAULT_MAX_IMAGE_PIXELS):
   """An endless, shuffled, augmented stream of (image float32 [rows, R, R, 3], target [rows, C])."""
-  ds = source.dataset.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True).repeat()
-  ds = _decode_stage(ds, source.spec, skip_corrupt, counter)
+  # A full permutation of the files or record chunks every epoch, then the element buffer: a
+  # buffer alone over a class-ordered source trains a few classes per batch (data/order.py).
+  ds = order.shuffled_stream(source, seed=seed, shuffle_buffer=shuffle_buffer)
+  ds = _decode_stage(ds, source.spec, skip_corrupt, counter, max_image_pixels)
 
   def prepare(d):
     image = preprocessing.train_crop(d['image'], resolution, convention, small_image,
@@ -156,7 +210,8 @@ def make_train_dataset(labeled, *, batch_size, resolution, num_classes, conventi
                        small_image=False, randaug_layers=0, randaug_magnitude=0,
                        label_smoothing=0.1, pseudo=None, unlabeled_ratio=1.0, seed=None,
                        skip_corrupt=False, shuffle_buffer=DEFAULT_SHUFFLE_BUFFER,
-                       corrupt_counter=None, flip=True) -> tf.data.Dataset:
+                       corrupt_counter=None, flip=True,
+                       max_image_pixels=preprocessing.DEFAULT_MAX_IMAGE_PIXELS) -> tf.data.Dataset:
   """The student's pipeline: endless batches of (images, targets, weights).
 
   labeled: Source with labels; pseudo: optional Source of pseudo-label records (its 'target'
@@ -168,7 +223,7 @@ def make_train_dataset(labeled, *, batch_size, resolution, num_classes, conventi
   Returns a dataset of tuples (images float32 [B+U, R, R, 3], targets float32 [B+U, C],
   weights float32 [B+U]) with weights 1/B on labeled rows and 1/U on pseudo rows: sum(weights * CE)
   over the batch = mean CE(labeled) + mean CE(pseudo).  Without pseudo: B rows, weights 1/B.
-  flip=False turns off the horizontal flip (digits, SVHN).
+  flip=False turns off the horizontal flip (digits, SVHN).  max_image_pixels: see the module doc.
   """
   _check_positive(batch_size=batch_size, resolution=resolution, num_classes=num_classes,
                   shuffle_buffer=shuffle_buffer)
@@ -189,7 +244,7 @@ def make_train_dataset(labeled, *, batch_size, resolution, num_classes, conventi
   seed2 = None if seed is None else seed + 1
   common = dict(resolution=int(resolution), convention=convention, small_image=small_image,
                 augment=augment, shuffle_buffer=int(shuffle_buffer), skip_corrupt=skip_corrupt,
-                counter=corrupt_counter, flip=flip)
+                counter=corrupt_counter, flip=flip, max_image_pixels=max_image_pixels)
   labeled_ds = _train_stream(
       labeled, b, seed=seed,
       targets=lambda d: _one_hot_targets(d['label'], num_classes, label_smoothing, labeled.spec),

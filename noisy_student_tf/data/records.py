@@ -17,7 +17,9 @@ At ImageNet scale (130M images x 1000 classes) full vectors cost ~0.5 TB; top-k 
 costs ~1%.  The reader renormalises top-k vectors to sum to 1.
 """
 
+import json
 import os
+import re
 
 import numpy as np
 import tensorflow as tf
@@ -206,3 +208,38 @@ def peek_num_classes(path):
       return len(feats['pseudo/probabilities'].float_list.value)
     raise ValueError(f'{path} is not a pseudo-label record file (no pseudo/num_classes)')
   raise ValueError(f'{path} holds no records; cannot tell the number of classes')
+
+
+_SHARD_NAME = re.compile(r'^.+-(\d{5})-of-(\d{5})\.tfrecord$')
+
+
+def _read_json(path):
+  try:
+    with open(path) as f:
+      return json.load(f)
+  except (OSError, ValueError):
+    return None
+
+
+def known_record_counts(files):
+  """Record counts of pseudo-label files as their writers recorded them, without reading records.
+
+  ns-label writes `shard_stats/<shard>.json` with 'count' for each shard; ns-filter writes one
+  `stats.json` with 'shard_sizes' for its `num_shards` shards.  Returns a tuple of ints (one per file) or None
+  when any file's count is not recorded.
+  """
+  counts = []
+  for path in files:
+    folder, name = os.path.split(os.path.splitext(path)[0])
+    side = (_read_json(os.path.join(folder, 'shard_stats', name + '.json')) or
+            _read_json(os.path.join(folder, name + '.json')))
+    if side and isinstance(side.get('count'), int):
+      counts.append(side['count'])
+      continue
+    m = _SHARD_NAME.match(os.path.basename(path))
+    stats = _read_json(os.path.join(os.path.dirname(path), 'stats.json')) if m else None
+    sizes = (stats or {}).get('shard_sizes')
+    if not (m and sizes and stats.get('num_shards') == int(m.group(2)) == len(sizes)):
+      return None
+    counts.append(int(sizes[int(m.group(1))]))
+  return tuple(counts)

@@ -16,12 +16,18 @@ key...), and for pseudo sources 'target' (float32 [C] probabilities) and 'confid
 not decoded here (see preprocessing.py), so records can carry the original bytes unchanged.
 The order is deterministic; sharding (`num_shards`, `shard_index`) splits a source exactly: the
 union of all shards is the source and no element appears in two shards.
+
+Training order.  `Source.dataset` is in source order, which for `folder:` and many record files is
+class order.  Training reads a source through `shuffled_stream(source, seed)` instead: every
+epoch is a full-size, seeded permutation of the file list (folder:, images:, digits:) or of
+record-file chunks read interleaved (tfrecord:, pseudo:), keyed by (seed, epoch) so that every
+worker of a multi-worker run draws the same order; an element buffer shuffles on top.
 """
 
 import dataclasses
 import glob as glob_lib
 import os
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence, Tuple
 
 import numpy as np
 import tensorflow as tf
@@ -44,6 +50,31 @@ class Source:
   num_examples: Optional[int]
   spec: str
   labeled: bool = True
+  # What shuffled_stream and sample_source read instead of `dataset`, when the source has it:
+  files: Optional['FileList'] = None
+  records: Optional['RecordPlan'] = None
+
+
+@dataclasses.dataclass(frozen=True)
+class FileList:
+  """A source made of one file per element: paths, labels (int64, -1 unlabeled) and ids."""
+  paths: Tuple[str, ...]
+  labels: np.ndarray
+  ids: Tuple[str, ...]
+  encoded: Optional[Tuple[bytes, ...]] = None  # in-memory bytes instead of paths (digits:)
+
+
+@dataclasses.dataclass(frozen=True)
+class RecordPlan:
+  """A source made of TFRecord files: the files, their record counts when known, and the parser.
+
+  parse: (file path, index in file, serialized record) -> element dict.  shard: (num_shards,
+  shard_index) applied to the records when there are fewer files than shards (1, 0 otherwise).
+  """
+  files: Tuple[str, ...]
+  counts: Optional[Tuple[int, ...]]
+  parse: Callable
+  shard: Tuple[int, int] = (1, 0)
 
 
 def parse_spec(spec):
@@ -82,14 +113,15 @@ def _shard_list(items, num_shards, shard_index):
   return items[shard_index::num_shards]
 
 
-def _element(encoded, label, source_id):
+def element(encoded, label, source_id):
+  """The element dict every source yields (see the module docstring)."""
   return {'encoded': encoded, 'label': tf.cast(label, tf.int64), 'source_id': source_id}
 
 
-def _files_dataset(paths, labels, ids):
+def files_dataset(paths, labels, ids):
   """Dataset of element dicts reading each file's bytes lazily, in the given order."""
   ds = tf.data.Dataset.from_tensor_slices((list(paths), np.asarray(labels, np.int64), list(ids)))
-  return ds.map(lambda p, l, i: _element(tf.io.read_file(p), l, i),
+  return ds.map(lambda p, l, i: element(tf.io.read_file(p), l, i),
                 num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
 
 
@@ -97,27 +129,45 @@ def _is_image(name):
   return name.lower().endswith(IMAGE_EXTENSIONS) and not os.path.basename(name).startswith('.')
 
 
-def _open_folder(spec, path, *, num_shards, shard_index, **_):
-  if not os.path.isdir(path):
-    raise FileNotFoundError(f'folder source {spec!r}: {path!r} is not a directory')
-  classes = sorted(d for d in os.listdir(path)
-                   if os.path.isdir(os.path.join(path, d)) and not d.startswith('.'))
+def list_folder(folder):
+  """Lists FOLDER/<class>/<image>: the numbering of every `folder:` source and of
+  tools/make_tfrecords.py.
+
+  Returns (class_names, items): the class sub-folder names in sorted order, and a list of
+  (path, relative path, class index) for every image, class by class, files in sorted order.
+  Raises FileNotFoundError when FOLDER is not a directory, has no class sub-folders or no images.
+  """
+  if not os.path.isdir(folder):
+    raise FileNotFoundError(f'{folder!r} is not a directory (expected FOLDER/<class>/<image>)')
+  classes = sorted(d for d in os.listdir(folder)
+                   if os.path.isdir(os.path.join(folder, d)) and not d.startswith('.'))
   if not classes:
-    raise FileNotFoundError(f'folder source {spec!r}: no class sub-folders in {path!r} '
-                            '(expected PATH/<class>/<image>)')
+    raise FileNotFoundError(f'no class sub-folders in {folder!r} (expected FOLDER/<class>/<image>)')
   items = []
   for label, cls in enumerate(classes):
-    for root, dirs, files in os.walk(os.path.join(path, cls), followlinks=True):
+    for root, dirs, files in os.walk(os.path.join(folder, cls), followlinks=True):
       dirs.sort()
+      rel_root = os.path.relpath(root, folder)  # once per folder: relpath is slow per file
       for f in sorted(files):
         if _is_image(f):
-          full = os.path.join(root, f)
-          items.append((full, label, os.path.relpath(full, path)))
+          items.append((os.path.join(root, f), os.path.join(rel_root, f), label))
   if not items:
-    raise FileNotFoundError(f'folder source {spec!r}: no image files under {path!r}')
+    raise FileNotFoundError(f'no image files ({", ".join(IMAGE_EXTENSIONS)}) under the class '
+                            f'sub-folders of {folder!r}')
+  return classes, items
+
+
+def _open_folder(spec, path, *, num_shards, shard_index, **_):
+  try:
+    classes, listed = list_folder(path)
+  except FileNotFoundError as e:
+    raise FileNotFoundError(f'folder source {spec!r}: {e}') from None
+  items = [(full, label, rel) for full, rel, label in listed]
   items = _shard_list(items, num_shards, shard_index)
   paths, labels, ids = zip(*items) if items else ((), (), ())
-  return Source(_files_dataset(paths, labels, ids), len(classes), tuple(classes), len(items), spec)
+  files = FileList(tuple(paths), np.asarray(labels, np.int64), tuple(ids))
+  return Source(files_dataset(paths, labels, ids), len(classes), tuple(classes), len(items), spec,
+                files=files)
 
 
 def _glob(spec, pattern):
@@ -133,28 +183,41 @@ def _open_images(spec, pattern, *, num_shards, shard_index, **_):
     raise FileNotFoundError(f'images source {spec!r}: no image files ({", ".join(IMAGE_EXTENSIONS)}) '
                             f'match {pattern!r}')
   files = _shard_list(files, num_shards, shard_index)
-  ds = _files_dataset(files, [-1] * len(files), files)
-  return Source(ds, None, None, len(files), spec, labeled=False)
+  ds = files_dataset(files, [-1] * len(files), files)
+  plan = FileList(tuple(files), np.full(len(files), -1, np.int64), tuple(files))
+  return Source(ds, None, None, len(files), spec, labeled=False, files=plan)
 
 
-def _record_dataset(files, num_shards, shard_index):
-  """(file, index-in-file, serialized) triples in file order, sharded by file when there are at
-  least as many files as shards, by record otherwise."""
-  by_file = len(files) >= num_shards
-  if by_file:
-    files = _shard_list(files, num_shards, shard_index)
-  ds = tf.data.Dataset.from_tensor_slices(files).flat_map(
+def _record_shards(files, num_shards, shard_index):
+  """(this shard's files, record-level shard): by file when there are at least as many files as
+  shards, by record otherwise."""
+  if len(files) >= num_shards:
+    return tuple(_shard_list(list(files), num_shards, shard_index)), (1, 0)
+  return tuple(files), (num_shards, shard_index)
+
+
+def _record_dataset(plan):
+  """The records of a RecordPlan in file order: (file, index-in-file, serialized) triples."""
+  ds = tf.data.Dataset.from_tensor_slices(list(plan.files)).flat_map(
       lambda f: tf.data.TFRecordDataset(f).enumerate().map(lambda i, r: (f, i, r)))
-  if not by_file:
-    ds = ds.shard(num_shards, shard_index)
+  if plan.shard[0] > 1:
+    ds = ds.shard(*plan.shard)
   return ds
 
 
-def _open_tfrecord(spec, pattern, *, label_offset, num_shards, shard_index, **_):
-  files = _glob(spec, pattern)
+def _records_source(spec, plan, num_classes, num_examples, labeled=True):
+  ds = _record_dataset(plan).map(plan.parse, num_parallel_calls=tf.data.AUTOTUNE,
+                                 deterministic=True)
+  return Source(ds, num_classes, None, num_examples, spec, labeled=labeled, records=plan)
+
+
+TFRECORD_LABEL_KEY = 'image/class/label'
+
+
+def _tfrecord_parser(label_offset):
   features = {
       'image/encoded': tf.io.FixedLenFeature([], tf.string),
-      'image/class/label': tf.io.FixedLenFeature([], tf.int64, default_value=label_offset - 1),
+      TFRECORD_LABEL_KEY: tf.io.FixedLenFeature([], tf.int64, default_value=label_offset - 1),
       'image/source_id': tf.io.FixedLenFeature([], tf.string, default_value=''),
       'image/filename': tf.io.FixedLenFeature([], tf.string, default_value=''),
   }
@@ -164,21 +227,25 @@ def _open_tfrecord(spec, pattern, *, label_offset, num_shards, shard_index, **_)
     key = tf.strings.join([tf.strings.split(f, '/')[-1], tf.strings.as_string(i)], ':')
     sid = tf.where(ex['image/source_id'] != '', ex['image/source_id'],
                    tf.where(ex['image/filename'] != '', ex['image/filename'], key))
-    return _element(ex['image/encoded'], ex['image/class/label'] - label_offset, sid)
+    return element(ex['image/encoded'], ex[TFRECORD_LABEL_KEY] - label_offset, sid)
+  return parse
 
-  ds = _record_dataset(files, num_shards, shard_index).map(
-      parse, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-  return Source(ds, None, None, None, spec)
+
+def _open_tfrecord(spec, pattern, *, label_offset, num_shards, shard_index, **_):
+  files, shard = _record_shards(_glob(spec, pattern), num_shards, shard_index)
+  plan = RecordPlan(files, None, _tfrecord_parser(label_offset), shard)
+  return _records_source(spec, plan, None, None)
 
 
 def _open_pseudo(spec, pattern, *, num_shards, shard_index, **_):
   from noisy_student_tf.data import records  # records imports sources' helpers lazily
-  files = _glob(spec, pattern)
-  num_classes = records.peek_num_classes(files[0])
-  ds = _record_dataset(files, num_shards, shard_index).map(
-      lambda f, i, r: records.parse_pseudo_example(r, num_classes),
-      num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-  return Source(ds, num_classes, None, None, spec)
+  all_files = _glob(spec, pattern)
+  num_classes = records.peek_num_classes(all_files[0])
+  files, shard = _record_shards(all_files, num_shards, shard_index)
+  plan = RecordPlan(files, records.known_record_counts(files),
+                    lambda f, i, r: records.parse_pseudo_example(r, num_classes), shard)
+  num_examples = sum(plan.counts) if plan.counts is not None and shard[0] == 1 else None
+  return _records_source(spec, plan, num_classes, num_examples)
 
 
 _DIGITS_CACHE = {}
@@ -206,10 +273,12 @@ def _open_digits(spec, split, *, num_shards, shard_index, **_):
   elif split == 'train':
     index = index[index % 5 != 0]
   index = _shard_list(index, num_shards, shard_index)
-  ds = tf.data.Dataset.from_tensor_slices((
-      [pngs[i] for i in index], labels[index], [f'digits:{i}' for i in index]))
-  ds = ds.map(_element)
-  return Source(ds, 10, tuple(str(i) for i in range(10)), len(index), spec)
+  ids = tuple(f'digits:{i}' for i in index)
+  encoded = tuple(pngs[i] for i in index)
+  ds = tf.data.Dataset.from_tensor_slices((list(encoded), labels[index], list(ids)))
+  ds = ds.map(element)
+  plan = FileList(ids, labels[index], ids, encoded=encoded)
+  return Source(ds, 10, tuple(str(i) for i in range(10)), len(index), spec, files=plan)
 
 
 def _open_tfds(spec, arg, *, data_dir, num_shards, shard_index, **_):
@@ -242,7 +311,7 @@ def _open_tfds(spec, arg, *, data_dir, num_shards, shard_index, **_):
   def to_element(ex):
     label = ex['label'] if label_feature is not None else tf.constant(-1, tf.int64)
     sid = ex['id'] if 'id' in ex and ex['id'].dtype == tf.string else ex['tfds_id']
-    return _element(ex[image_key], label, sid)
+    return element(ex[image_key], label, sid)
 
   ds = ds.map(to_element, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
   num_classes = getattr(label_feature, 'num_classes', None)
@@ -252,21 +321,31 @@ def _open_tfds(spec, arg, *, data_dir, num_shards, shard_index, **_):
 
 def as_unlabeled(source: Source) -> Source:
   """The same images with every label set to -1 (any labeled source can serve as unlabeled)."""
-  ds = source.dataset.map(lambda d: {**d, 'label': tf.constant(-1, tf.int64)})
-  return dataclasses.replace(source, dataset=ds, labeled=False)
+  hide = lambda d: {**d, 'label': tf.constant(-1, tf.int64)}
+  files, plan = source.files, source.records
+  if files is not None:
+    files = dataclasses.replace(files, labels=np.full(len(files.labels), -1, np.int64))
+  if plan is not None:
+    parse = plan.parse
+    plan = dataclasses.replace(plan, parse=lambda f, i, r: hide(parse(f, i, r)))
+  return dataclasses.replace(source, dataset=source.dataset.map(hide), labeled=False, files=files,
+                             records=plan)
 
 
 def split_per_class(source: Source, n_per_class, seed):
   """Splits a labeled source into n_per_class randomly chosen examples of each class and the rest.
 
   Deterministic for a given source order and seed.  Returns (labeled Source, rest Source), both
-  in source order.  Raises ValueError when a class has fewer than n_per_class examples or the
-  source has no labels.
+  in source order (and both shuffle as their own files only).  Raises ValueError when a class
+  has fewer than n_per_class examples or the source has no labels.
   """
   n_per_class = int(n_per_class)
   if n_per_class < 1:
     raise ValueError(f'n_per_class must be >= 1, got {n_per_class}')
-  labels = np.fromiter(source.dataset.map(lambda d: d['label']).as_numpy_iterator(), np.int64)
+  if source.files is not None:
+    labels = np.asarray(source.files.labels, np.int64)
+  else:
+    labels = np.fromiter(source.dataset.map(lambda d: d['label']).as_numpy_iterator(), np.int64)
   if labels.size == 0 or (labels < 0).all():
     raise ValueError(f'source {source.spec!r} has no labels to split per class')
   rng = np.random.RandomState(int(seed))
@@ -277,14 +356,32 @@ def split_per_class(source: Source, n_per_class, seed):
       raise ValueError(f'source {source.spec!r}: class {cls} has {members.size} examples, fewer '
                        f'than n_per_class={n_per_class}')
     chosen[rng.choice(members, n_per_class, replace=False)] = True
-  mask = tf.constant(chosen)
-
-  def subset(keep):
-    ds = source.dataset.enumerate().filter(lambda i, d: tf.equal(mask[i], keep))
-    return ds.map(lambda i, d: d)
-
-  labeled = dataclasses.replace(source, dataset=subset(True), num_examples=int(chosen.sum()),
-                                spec=f'{source.spec}[{n_per_class}/class,seed={seed}]')
-  rest = dataclasses.replace(source, dataset=subset(False), num_examples=int((~chosen).sum()),
-                             spec=f'{source.spec}[rest of {n_per_class}/class,seed={seed}]')
+  labeled = subset(source, np.flatnonzero(chosen),
+                   f'{source.spec}[{n_per_class}/class,seed={seed}]')
+  rest = subset(source, np.flatnonzero(~chosen),
+                f'{source.spec}[rest of {n_per_class}/class,seed={seed}]')
   return labeled, rest
+
+
+def subset(source, indices, spec):
+  """The elements of `source` at sorted `indices` (int64 numpy), as a Source named `spec`."""
+  indices = np.asarray(indices, np.int64)
+  if source.files is not None:
+    f = source.files
+    pick = lambda seq: tuple(seq[i] for i in indices)
+    files = FileList(pick(f.paths), f.labels[indices], pick(f.ids),
+                     pick(f.encoded) if f.encoded is not None else None)
+    if files.encoded is not None:
+      ds = tf.data.Dataset.from_tensor_slices(
+          (list(files.encoded), files.labels, list(files.ids))).map(element)
+    else:
+      ds = files_dataset(files.paths, files.labels, files.ids)
+    return dataclasses.replace(source, dataset=ds, files=files, records=None,
+                               num_examples=len(indices), spec=spec)
+  size = int(indices.max()) + 1 if indices.size else 0
+  mask = np.zeros(size, bool)
+  mask[indices] = True
+  mask_t = tf.constant(mask if size else np.zeros(1, bool))
+  ds = source.dataset.take(size).enumerate().filter(lambda i, d: mask_t[i]).map(lambda i, d: d)
+  return dataclasses.replace(source, dataset=ds, records=None, num_examples=len(indices),
+                             spec=spec)

@@ -6,6 +6,7 @@ import time
 import tensorflow as tf
 
 from noisy_student_tf import model_dir as model_dir_lib
+from noisy_student_tf.data import preprocessing
 from noisy_student_tf.evaluate.metrics import ClassificationMetrics
 
 log = logging.getLogger(__name__)
@@ -47,33 +48,43 @@ def evaluate_model(model, dataset, predict_fn=None):
 
 
 def evaluate_model_dir(model_dir, source_spec, *, resolution=None, weights='ema', batch_size=256,
-                       data_dir=None, label_offset=0, skip_corrupt=False, image_transform=None):
+                       data_dir=None, label_offset=0, skip_corrupt=False, image_transform=None,
+                       max_image_pixels=preprocessing.DEFAULT_MAX_IMAGE_PIXELS,
+                       max_examples=None, sample_seed=0):
   """Evaluates the model in `model_dir` on the labeled source `source_spec`.
+
+  max_examples: evaluate a seeded, class-stratified sample of this many images (sample_seed)
+  instead of all of them.
 
   resolution: evaluate at this input size (default: the model's training resolution).
   weights: 'ema' (default) or 'raw'.  label_offset, data_dir: passed to open_source.
   image_transform: optional uint8 image -> uint8 image function applied before normalisation.
+  max_image_pixels: images with more pixels are refused like corrupt ones (0: no limit).
   Returns {'top1', 'top5', 'loss', 'num_examples', 'seconds', 'resolution', 'weights'}.
   Raises ValueError when the source's class count differs from the model's, or it is empty;
   FileNotFoundError when the model dir is incomplete.
   """
-  from noisy_student_tf.data import pipeline, sources  # DATA's package; imported lazily
+  from noisy_student_tf.data import order, pipeline, record_stats, sources  # imported lazily
   config = model_dir_lib.read_config(model_dir)
   if batch_size <= 0:
     raise ValueError(f'batch_size must be > 0, got {batch_size!r}')
   source = sources.open_source(source_spec, data_dir=data_dir, label_offset=label_offset)
   num_classes = config.model.num_classes
+  source = record_stats.describe(source, label_offset=label_offset, num_classes=num_classes,
+                                 cache_dir=record_stats.default_cache_dir())
   if source.num_classes is not None and source.num_classes != num_classes:
     raise ValueError(f'{source_spec!r} has {source.num_classes} classes but the model in '
                      f'{model_dir!r} has {num_classes}')
   if source.num_examples == 0:
     raise ValueError(f'{source_spec!r} is empty')
+  if max_examples:
+    source = order.sample_source(source, int(max_examples), sample_seed)
   resolution = int(resolution or config.model.resolution)
   model, _ = model_dir_lib.load_model(model_dir, weights=weights, resolution=resolution)
   dataset = pipeline.make_eval_dataset(
       source, batch_size=batch_size, resolution=resolution, convention=config.input,
       small_image=config.model.small_image, skip_corrupt=skip_corrupt,
-      image_transform=image_transform)
+      image_transform=image_transform, max_image_pixels=max_image_pixels)
   start = time.time()
   result = evaluate_model(model, dataset)
   result.update(seconds=time.time() - start, resolution=resolution, weights=weights)

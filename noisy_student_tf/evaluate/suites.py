@@ -53,7 +53,8 @@ class SuiteOptions:
   eval_data: a source spec (corruptions: required; imagenet_a: overrides tfds:imagenet_a:test;
   imagenet_c: clean data for relative mCE). baseline_model_dir: second model to normalise by.
   corruptions: names (None = every available benchmark corruption / all 15 for imagenet_c).
-  severities: 1..5 subset. max_examples: evaluate only the first N images of a source.
+  severities: 1..5 subset. max_examples: evaluate a seeded sample of N images of a source
+  (class-stratified where labels are known; `sample_seed`), the same for a model and its baseline.
   seed: corruption randomness (deterministic per image). work_size: corrupt at this size.
   """
   output_dir: str
@@ -66,6 +67,7 @@ class SuiteOptions:
   weights: str = 'ema'
   batch_size: int = 128
   max_examples: int = None
+  sample_seed: int = 0
   seed: int = 0
   frost_dir: str = None
   work_size: int = None
@@ -95,13 +97,10 @@ def _load(model_dir, options):
 
 
 def _open(spec, options):
-  from noisy_student_tf.data import sources  # pylint: disable=import-outside-toplevel
+  from noisy_student_tf.data import order, sources  # pylint: disable=import-outside-toplevel
   source = sources.open_source(spec, data_dir=options.data_dir)
   if options.max_examples:
-    n = int(options.max_examples)
-    known = source.num_examples
-    source = dataclasses.replace(source, dataset=source.dataset.take(n),
-                                 num_examples=min(n, known) if known is not None else None)
+    source = order.sample_source(source, int(options.max_examples), options.sample_seed)
   return source
 
 
@@ -487,7 +486,7 @@ def run_imagenet_p(model_dir, options: SuiteOptions):
   sequence of each perturbation in options.imagenet_p_dir, FR vs AlexNet and mFR. Perturbations:
   options.corruptions or every folder present. Returns the result dict."""
   import tensorflow as tf  # pylint: disable=import-outside-toplevel
-  from noisy_student_tf.data import preprocessing  # pylint: disable=import-outside-toplevel
+  from noisy_student_tf.data import order, preprocessing  # pylint: disable=import-outside-toplevel
   root = options.imagenet_p_dir
   if not root or not os.path.isdir(root):
     raise FileNotFoundError(_IMAGENET_P_HOWTO.format(root=root))
@@ -508,9 +507,13 @@ def run_imagenet_p(model_dir, options: SuiteOptions):
   fps, accuracy = {}, {}
   for p in names:
     preds, correct = [], []
-    for i, (cls, path) in enumerate(sequences[p]):
-      if options.max_examples and i >= int(options.max_examples):
-        break
+    chosen = sequences[p]
+    if options.max_examples:  # a class-stratified sample of the sequences, not the first N
+      classes = {c: k for k, c in enumerate(sorted({c for c, _ in chosen}))}
+      keep = order.stratified_indices([classes[c] for c, _ in chosen], options.max_examples,
+                                      options.sample_seed)
+      chosen = [chosen[k] for k in keep]
+    for cls, path in chosen:
       frames = tf.convert_to_tensor(read_sequence(path))
       images = tf.map_fn(lambda f: preprocessing.normalize(preprocessing.center_crop(
           f, loaded.resolution, convention, small_image=True), convention), frames,

@@ -16,6 +16,7 @@ import keras
 import tensorflow as tf
 
 from noisy_student_tf import model_dir as model_dir_lib
+from noisy_student_tf.data import preprocessing
 from noisy_student_tf.export import signatures, versions, warmup
 
 EXPORT_INFO = 'export.json'
@@ -34,7 +35,9 @@ class ExportConfig:
   name under which TF Serving serves it (warm-up requests and README examples);
   warmup_images: optional encoded-image files for the warm-up requests (default: a synthetic
   image); warmup_batch_sizes: serving_default batch sizes replayed at load time; verify: load the
-  staged export and replay the warm-up requests before publishing.
+  staged export and replay the warm-up requests before publishing; max_image_pixels:
+  serving_default answers InvalidArgument for images with more pixels (height x width from the
+  header, before decoding; 0 or None: no limit).
   """
   model_dir: str
   export_dir: str
@@ -47,6 +50,7 @@ class ExportConfig:
   warmup_images: Sequence[str] = ()
   warmup_batch_sizes: Sequence[int] = (1, 32)
   verify: bool = True
+  max_image_pixels: Optional[int] = preprocessing.DEFAULT_MAX_IMAGE_PIXELS
 
 
 @dataclasses.dataclass(frozen=True)
@@ -93,6 +97,10 @@ def _validate(cfg: ExportConfig):
   if not cfg.warmup_batch_sizes or any(b < 1 for b in cfg.warmup_batch_sizes):
     raise ValueError(f'warmup_batch_sizes must be positive integers, got '
                      f'{list(cfg.warmup_batch_sizes)}')
+  if cfg.max_image_pixels is not None and not (isinstance(cfg.max_image_pixels, int) and
+                                                cfg.max_image_pixels >= 0):
+    raise ValueError(f'max_image_pixels must be an integer >= 0 (0: no limit), got '
+                     f'{cfg.max_image_pixels!r}')
   for path in cfg.warmup_images:
     if not os.path.isfile(path):
       raise ValueError(f'warm-up image {path!r} does not exist')
@@ -128,12 +136,14 @@ def _export_info(cfg, config, class_names, resolution, top_k, version, num_warmu
       'version': version,
       'signatures': {
           'serving_default': {'inputs': {'image_bytes': 'string [N] encoded JPEG/PNG/GIF/BMP/'
-                                                        'WebP'}},
+                                                        'WebP, at most max_image_pixels pixels'}},
           'predict_images': {'inputs': {'images': f'float32 [N, {resolution}, {resolution}, 3] '
                                                   'RGB 0-255, already at the resolution'}},
           'outputs': {'probabilities': 'float32 [N, C]', 'top_k_classes': 'int32 [N, k]',
                       'top_k_scores': 'float32 [N, k]', 'top_k_names': 'string [N, k]'}},
       'warmup_requests': num_warmup,
+      # serving_default answers InvalidArgument for larger images (0: no limit).
+      'max_image_pixels': int(cfg.max_image_pixels or 0),
   }
 
 
@@ -152,7 +162,7 @@ def export(cfg: ExportConfig) -> ExportResult:
   top_k = min(cfg.top_k, config.model.num_classes)
   functions = signatures.ServingFunctions(
       model, resolution=resolution, convention=config.input, class_names=class_names,
-      top_k=top_k, small_image=config.model.small_image)
+      top_k=top_k, small_image=config.model.small_image, max_image_pixels=cfg.max_image_pixels)
   version = versions.choose_version(cfg.export_dir, cfg.version)
   staging = versions.make_staging_dir(cfg.export_dir, version)
   try:

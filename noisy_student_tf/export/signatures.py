@@ -9,8 +9,11 @@ Both return `probabilities` float32 [N, C], `top_k_classes` int32 [N, k], `top_k
 [N, k] and `top_k_names` string [N, k].
 
 Bad input (an empty string, bytes that are not an image, a truncated image anywhere in the
-batch, pixel values outside [0, 255], NaN or Inf) raises InvalidArgument with a message; TF
-Serving answers 400.
+batch, an image with more than `max_image_pixels` pixels, pixel values outside [0, 255], NaN or
+Inf) raises InvalidArgument with a message; TF Serving answers 400.  The pixel count (height x
+width) is read from every image's header before anything is decoded, so one huge image (a
+20,000 x 20,000 JPEG is a few MB on the wire, 1.2 GB decoded) cannot exhaust the server's memory;
+the signature is stateless, so the next request is answered normally.
 """
 
 import tensorflow as tf
@@ -25,6 +28,22 @@ def _check_bytes(image_bytes):
   return [tf.debugging.Assert(tf.equal(tf.size(empty), 0),
                               ['image_bytes holds empty strings at batch positions', empty],
                               name='check_not_empty')]
+
+
+def _check_image_sizes(image_bytes, max_image_pixels):
+  """Asserts every image of the batch has at most max_image_pixels pixels by its header (images
+  of unknown format pass here; the decoder rejects them), naming the batch positions that do not."""
+  if not max_image_pixels:
+    return []
+  pixels = tf.map_fn(preprocessing.image_pixels, image_bytes,
+                     fn_output_signature=tf.TensorSpec([], tf.int64))
+  over = tf.where(pixels > int(max_image_pixels))[:, 0]
+  return [tf.debugging.Assert(
+      tf.equal(tf.size(over), 0),
+      ['image_bytes holds images too large to serve at batch positions', over, 'with',
+       tf.gather(pixels, over), f'pixels (height x width from the header); this model serves at '
+       f'most max_image_pixels={int(max_image_pixels)} pixels'],
+      name='check_image_pixels')]
 
 
 def _check_pixels(images):
@@ -43,10 +62,13 @@ class ServingFunctions:
   """Holds the model and what the signatures need; `serve_bytes` and `serve_images` are the
   signature bodies, `bytes_spec` and `images_spec` their input signatures."""
 
-  def __init__(self, model, *, resolution, convention, class_names, top_k, small_image=False):
+  def __init__(self, model, *, resolution, convention, class_names, top_k, small_image=False,
+               max_image_pixels=preprocessing.DEFAULT_MAX_IMAGE_PIXELS):
     """model: keras.Model from normalised images to logits; resolution: int side R; convention:
-    model_dir.InputConvention; class_names: list of C strings; top_k: int in [1, C]."""
+    model_dir.InputConvention; class_names: list of C strings; top_k: int in [1, C];
+    max_image_pixels: serve_bytes refuses larger images before decoding (0 or None: no limit)."""
     self.model = model
+    self.max_image_pixels = int(max_image_pixels or 0)
     self.resolution = int(resolution)
     self.convention = convention
     self.small_image = bool(small_image)
@@ -68,9 +90,13 @@ class ServingFunctions:
     """serving_default: encoded images string [N] -> dict of outputs."""
     with tf.control_dependencies(_check_bytes(image_bytes)):
       image_bytes = tf.identity(image_bytes)
+    with tf.control_dependencies(_check_image_sizes(image_bytes, self.max_image_pixels)):
+      image_bytes = tf.identity(image_bytes)
+    # The pixel limit is checked above, for the whole batch before any decode.
     images = tf.map_fn(
         lambda encoded: preprocessing.eval_preprocess(encoded, self.resolution, self.convention,
-                                                      small_image=self.small_image),
+                                                      small_image=self.small_image,
+                                                      max_image_pixels=None),
         image_bytes, fn_output_signature=tf.TensorSpec(
             [self.resolution, self.resolution, 3], tf.float32),
         parallel_iterations=16)

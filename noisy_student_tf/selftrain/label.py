@@ -13,6 +13,10 @@ OUTPUT_DIR/plot.png.
 Pseudo-labels: 'soft' stores softmax(logits / temperature) (top-k of it when top_k is set), 'hard'
 stores the one-hot argmax.  `pseudo/confidence` is always the teacher's own max softmax
 probability (temperature 1), so that the filter's threshold means the same for every setting.
+
+Images that cannot be decoded, and images over `max_image_pixels` (by their header, never
+decoded: one huge image of a web crawl must not exhaust memory), are skipped and counted:
+`corrupt_skipped` and `too_large_skipped` in the stats.
 """
 
 import dataclasses
@@ -25,6 +29,7 @@ from typing import Optional
 import numpy as np
 
 from noisy_student_tf import model_dir as model_dir_lib
+from noisy_student_tf.data import preprocessing
 from noisy_student_tf.selftrain import shards
 
 LABEL_TYPES = ('soft', 'hard')
@@ -51,6 +56,8 @@ class LabelConfig:
   batch_size: images per inference batch.  resolution: test resolution (default: the teacher's).
   weights: 'ema' (default, as the paper) or 'raw'.  generation: written into every record.
   data_dir / label_offset: passed to open_source.
+  max_image_pixels: images with more pixels (height x width from the header) are skipped and
+  counted as too large, before decoding (0 or None: no limit).
   """
   model_dir: str
   unlabeled: str
@@ -66,6 +73,7 @@ class LabelConfig:
   generation: int = 0
   data_dir: Optional[str] = None
   label_offset: int = 0
+  max_image_pixels: Optional[int] = preprocessing.DEFAULT_MAX_IMAGE_PIXELS
 
   def validate(self):
     """Raises ValueError naming the first bad field (cheap checks, nothing read)."""
@@ -87,6 +95,10 @@ class LabelConfig:
     if self.weights not in model_dir_lib.WEIGHT_FILES:
       raise ValueError(f'weights must be one of {sorted(model_dir_lib.WEIGHT_FILES)}, got '
                        f'{self.weights!r}')
+    if self.max_image_pixels is not None and not (isinstance(self.max_image_pixels, int) and
+                                                  self.max_image_pixels >= 0):
+      raise ValueError(f'max_image_pixels must be an integer >= 0 (0: no limit), got '
+                       f'{self.max_image_pixels!r}')
     if not self.output_dir:
       raise ValueError('output_dir must be set')
     if not self.unlabeled:
@@ -192,7 +204,7 @@ def _label_shard(config, index, model_config, predict_fn, teacher_name, resoluti
   dataset = pipeline.make_eval_dataset(
       source, batch_size=config.batch_size, resolution=resolution, convention=model_config.input,
       small_image=model_config.model.small_image, keep_encoded=True, skip_corrupt=True,
-      corrupt_counter=counter)
+      corrupt_counter=counter, max_image_pixels=config.max_image_pixels)
   num_classes = model_config.model.num_classes
   final = shard_path(config.output_dir, index, config.num_shards)
   tmp = final + shards.TMP_SUFFIX
@@ -224,13 +236,16 @@ def _label_shard(config, index, model_config, predict_fn, teacher_name, resoluti
     shards.remove_if_exists(tmp)
     raise
   stats = {'shard_index': index, 'count': count, 'class_counts': class_counts.tolist(),
-           'confidence_histogram': hist.tolist(), 'corrupt_skipped': counter.count,
+           'confidence_histogram': hist.tolist(),
+           'corrupt_skipped': counter.count - counter.too_large,
+           'too_large_skipped': counter.too_large,
            'compared_with_source_labels': compared, 'agree_with_source_labels': agree,
            'seconds': round(time.time() - start, 3)}
   shards.write_json(_shard_stats_path(config.output_dir, index, config.num_shards), stats)
   os.replace(tmp, final)
-  logging.info('ns-label: shard %d/%d: %d images (%d corrupt skipped) in %.1f s', index + 1,
-               config.num_shards, count, counter.count, stats['seconds'])
+  logging.info('ns-label: shard %d/%d: %d images (%d corrupt, %d too large skipped) in %.1f s',
+               index + 1, config.num_shards, count, stats['corrupt_skipped'],
+               stats['too_large_skipped'], stats['seconds'])
   return stats
 
 
@@ -252,6 +267,8 @@ def _aggregate(config, model_config, teacher_name, resolution):
       'mean_confidence': float((hist * (np.arange(len(hist)) + 0.5) / len(hist)).sum() /
                                max(hist.sum(), 1)),
       'corrupt_skipped': int(sum(p['corrupt_skipped'] for p in parts)),
+      'too_large_skipped': int(sum(p.get('too_large_skipped', 0) for p in parts)),
+      'max_image_pixels': config.max_image_pixels,
       'accuracy_against_source_labels': (agree / compared) if compared else None,
       'teacher': teacher_name, 'resolution': resolution, 'shard_seconds': round(
           sum(p['seconds'] for p in parts), 3),
@@ -303,6 +320,7 @@ def label(config: LabelConfig) -> dict:
     return {'complete': False, 'shards_done': done, 'num_shards': config.num_shards}
   stats = _aggregate(config, model_config, teacher_name, resolution)
   stats['complete'] = True
-  logging.info('ns-label: %d images labeled into %d shards (%d corrupt skipped)', stats['count'],
-               config.num_shards, stats['corrupt_skipped'])
+  logging.info('ns-label: %d images labeled into %d shards (%d corrupt, %d too large skipped)',
+               stats['count'], config.num_shards, stats['corrupt_skipped'],
+               stats['too_large_skipped'])
   return stats

@@ -29,6 +29,7 @@ from typing import Optional, Tuple
 
 from noisy_student_tf import model_dir as model_dir_lib
 from noisy_student_tf import models
+from noisy_student_tf.data import preprocessing
 from noisy_student_tf.selftrain import filter as filter_lib
 from noisy_student_tf.selftrain import label as label_lib
 from noisy_student_tf.selftrain import shards
@@ -47,7 +48,9 @@ class PipelineConfig:
 
   Data: `labeled`, `unlabeled`, `eval_data` are source specs; with `labeled_per_class` N, only N
   images per class of `labeled` keep their labels (seed `split_seed`) and the rest of it is the
-  unlabeled data (then `unlabeled` must be unset).
+  unlabeled data (then `unlabeled` must be unset).  `num_classes`, `scan_records`: the class
+  count of tfrecord: sources, given or scanned once (cached in W/data/source_stats); `flip`:
+  random horizontal flips in training (off for digits).
   Models: `models` names one model per generation (generation 0 is the teacher); a single name is
   used for every generation; `widths` / `depths` (one value, or one per generation) override the
   named scaling; `resolution`, `small_image` apply to all.  `generations`: student rounds.
@@ -63,6 +66,8 @@ class PipelineConfig:
   student_init_from_teacher (start from the teacher's weights instead of from scratch).
   Labels: label_type, temperature, top_k, label_shards, label_batch_size.
   Filter: threshold, per_class (K; None: no balancing), duplicate, filter_shards.
+  Images: max_image_pixels (height x width by the header; larger images are skipped by the labeler
+  and stop a training run, before decoding; 0: no limit).
   """
   work_dir: str
   labeled: str
@@ -72,6 +77,9 @@ class PipelineConfig:
   split_seed: int = 0
   data_dir: Optional[str] = None
   label_offset: int = 0
+  num_classes: Optional[int] = None
+  scan_records: bool = True
+  flip: bool = True
   models: Tuple[str, ...] = ('efficientnet-b0',)
   generations: int = 1
   widths: Optional[Tuple[float, ...]] = None
@@ -120,6 +128,7 @@ class PipelineConfig:
   per_class: Optional[int] = None
   duplicate: bool = True
   filter_shards: int = 4
+  max_image_pixels: int = preprocessing.DEFAULT_MAX_IMAGE_PIXELS
 
   def validate(self):
     """Raises ValueError naming the first bad field (cheap: nothing is read or trained)."""
@@ -204,7 +213,7 @@ class PipelineConfig:
         output_dir=os.path.join(self.gen_dir(generation), 'pseudo'), label_type=self.label_type,
         temperature=self.temperature, top_k=self.top_k, num_shards=self.label_shards,
         batch_size=self.label_batch_size, generation=generation, data_dir=self.data_dir,
-        label_offset=self.label_offset)
+        label_offset=self.label_offset, max_image_pixels=self.max_image_pixels)
 
   def filter_config(self, generation):
     """ns-filter's settings for `generation`'s pseudo-labels."""
@@ -213,6 +222,10 @@ class PipelineConfig:
         output_dir=os.path.join(self.gen_dir(generation), 'balanced'), threshold=self.threshold,
         per_class=self.per_class, duplicate=self.duplicate, num_shards=self.filter_shards,
         seed=self.seed + generation)
+
+  def source_cache_dir(self):
+    """W/data/source_stats: the cached label scans of record sources."""
+    return os.path.join(self.work_dir, 'data', 'source_stats')
 
   def split_dir(self):
     """W/data: the written labeled / unlabeled split."""
@@ -238,6 +251,8 @@ def _train_config(config: PipelineConfig, generation, num_pseudo=None):
   common = dict(
       model_dir=config.model_dir(generation), labeled=config.labeled_spec(),
       eval_data=config.eval_data, data_dir=config.data_dir, label_offset=config.label_offset,
+      num_classes=config.num_classes, scan_records=config.scan_records,
+      source_cache_dir=config.source_cache_dir(), flip=config.flip,
       model=config.model_name(generation), width=overrides.get('width'),
       depth=overrides.get('depth'), resolution=overrides.get('resolution'),
       small_image=config.small_image, batch_size=config.batch_size,
@@ -248,7 +263,7 @@ def _train_config(config: PipelineConfig, generation, num_pseudo=None):
       ema_decay=config.ema_decay, precision=config.precision, jit_compile=config.jit_compile,
       strategy=config.strategy, seed=config.seed + 1000 * generation,
       checkpoint_every=config.checkpoint_every, log_every=max(1, min(100, config.checkpoint_every)),
-      progress=config.progress)
+      progress=config.progress, max_image_pixels=config.max_image_pixels)
   if generation == 0:
     return trainer.TrainConfig(
         **common, train_steps=config.teacher_steps, epochs=config.teacher_epochs,
@@ -445,9 +460,12 @@ def run_pipeline(config: PipelineConfig) -> list:
 
 def _check_sources(config):
   """Fails early: class counts of teacher, data and eval data; an empty unlabeled source."""
-  from noisy_student_tf.data import sources  # pylint: disable=g-import-not-at-top
+  from noisy_student_tf.data import record_stats, sources  # pylint: disable=g-import-not-at-top
   labeled = sources.open_source(config.labeled_spec(), data_dir=config.data_dir,
                                 label_offset=config.label_offset)
+  labeled = record_stats.describe(labeled, label_offset=config.label_offset,
+                                  num_classes=config.num_classes,
+                                  cache_dir=config.source_cache_dir(), scan=config.scan_records)
   if config.teacher_model_dir:
     teacher_classes = model_dir_lib.read_config(config.teacher_model_dir).model.num_classes
     if labeled.num_classes is not None and teacher_classes != labeled.num_classes:

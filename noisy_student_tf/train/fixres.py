@@ -145,12 +145,14 @@ def finetune(config: FixResConfig) -> dict:
   Returns {'model_dir', 'resolution', 'steps', 'loss' (mean of the last logged window),
   'seconds', 'trainable_variables' (names), 'bn_layers' (count)}.
   """
-  from noisy_student_tf.data import pipeline, sources  # pylint: disable=import-outside-toplevel
+  from noisy_student_tf.data import order, pipeline, record_stats, sources  # pylint: disable=import-outside-toplevel
   config.validate()
   parent = model_dir_lib.read_config(config.source_dir)
   source = sources.open_source(config.labeled, data_dir=config.data_dir,
                                label_offset=config.label_offset)
   num_classes = parent.model.num_classes
+  source = record_stats.describe(source, label_offset=config.label_offset, num_classes=num_classes,
+                                 cache_dir=os.path.join(config.model_dir, 'source_stats'))
   if source.num_classes is not None and source.num_classes != num_classes:
     raise ValueError(f'{config.labeled!r} has {source.num_classes} classes but the model in '
                      f'{config.source_dir!r} has {num_classes}')
@@ -163,8 +165,9 @@ def finetune(config: FixResConfig) -> dict:
   bn = batchnorm_layers(model)
   for layer in bn:  # frozen BN layers would not update their statistics
     layer.trainable = True
-  shuffled = dataclasses.replace(source, dataset=source.dataset.shuffle(
-      10000, seed=config.seed, reshuffle_each_iteration=True).repeat())
+  # Files / record chunks permuted every epoch before the buffer (a class-ordered folder would
+  # otherwise fine-tune BN statistics a few classes at a time).
+  shuffled = dataclasses.replace(source, dataset=order.shuffled_stream(source, seed=config.seed))
   dataset = pipeline.make_eval_dataset(
       shuffled, batch_size=config.batch_size, resolution=config.resolution,
       convention=parent.input, small_image=parent.model.small_image)

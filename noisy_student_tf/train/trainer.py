@@ -22,6 +22,7 @@ import tensorflow as tf
 
 from noisy_student_tf import model_dir as model_dir_lib
 from noisy_student_tf import models
+from noisy_student_tf.data import preprocessing
 from noisy_student_tf.train import callbacks, optim
 from noisy_student_tf.train import strategy as strategy_lib
 
@@ -42,7 +43,11 @@ class TrainConfig:
   momentum; 0.99 by default, lower suits short runs).
   Data: `labeled` (a source spec, see data.sources), optional `pseudo` (pseudo-label records spec)
   with `unlabeled_ratio`, optional `eval_data` evaluated with the EMA weights every `eval_every`
-  steps (0: at the end only); `batch_size` is the GLOBAL labeled batch.
+  steps (0: at the end only); `batch_size` is the GLOBAL labeled batch.  `num_classes`: the class
+  count of sources that do not say it (tfrecord:); with `scan_records` their labels are read
+  once (cached in `source_cache_dir`, default MODEL_DIR/source_stats) to count examples and
+  classes and to check the labels against `label_offset` and `num_classes`.  `flip`: random
+  horizontal flips (off for digits and text).
   Length: `train_steps`, or `epochs` over the labeled examples (`steps_per_epoch` overrides the
   count for sources of unknown size).
   Optimisation: `base_learning_rate` per 256 labeled examples, `lr_schedule` 'exponential'
@@ -73,7 +78,12 @@ class TrainConfig:
   eval_data: Optional[str] = None
   data_dir: Optional[str] = None
   label_offset: int = 0
+  num_classes: Optional[int] = None
+  scan_records: bool = True
+  source_cache_dir: Optional[str] = None
+  flip: bool = True
   skip_corrupt: bool = False
+  max_image_pixels: int = preprocessing.DEFAULT_MAX_IMAGE_PIXELS
   batch_size: int = 128
   eval_batch_size: int = 256
   train_steps: Optional[int] = None
@@ -151,6 +161,9 @@ class TrainConfig:
       raise ValueError(f'warmup_epochs must be >= 0, got {self.warmup_epochs!r}')
     if self.pseudo and not self.unlabeled_ratio > 0:
       raise ValueError(f'unlabeled_ratio must be > 0 with pseudo labels, got {self.unlabeled_ratio!r}')
+    if self.num_classes is not None and not (isinstance(self.num_classes, int) and
+                                             self.num_classes >= 2):
+      raise ValueError(f'num_classes must be an integer >= 2, got {self.num_classes!r}')
     if self.eval_every < 0:
       raise ValueError(f'eval_every must be >= 0, got {self.eval_every!r}')
     if self.init_checkpoint and not model_dir_lib.is_complete(self.init_checkpoint):
@@ -175,19 +188,32 @@ class _Data:
   class_names: object
 
 
+def source_cache_dir(config):
+  """Where the label scans of config's record sources are cached."""
+  return config.source_cache_dir or os.path.join(config.model_dir, 'source_stats')
+
+
 def _open_sources(config):
   """Opens every source and checks they agree; fails before any expensive work."""
-  from noisy_student_tf.data import sources
+  from noisy_student_tf.data import record_stats, sources
+  cache = source_cache_dir(config)
   labeled = sources.open_source(config.labeled, data_dir=config.data_dir,
                                 label_offset=config.label_offset)
+  labeled = record_stats.describe(labeled, label_offset=config.label_offset,
+                                  num_classes=config.num_classes, cache_dir=cache,
+                                  scan=config.scan_records)
   if labeled.num_examples == 0:
     raise ValueError(f'labeled source {config.labeled!r} is empty')
   if not labeled.num_classes or labeled.num_classes < 2:
     raise ValueError(f'labeled source {config.labeled!r} must have >= 2 classes, got '
-                     f'{labeled.num_classes!r}')
+                     f'{labeled.num_classes!r}; give --num_classes')
+  if config.num_classes is not None and labeled.num_classes != config.num_classes:
+    raise ValueError(f'labeled source {config.labeled!r} has {labeled.num_classes} classes, '
+                     f'--num_classes={config.num_classes}')
   pseudo = None
   if config.pseudo:
     pseudo = sources.open_source(config.pseudo, data_dir=config.data_dir)
+    pseudo = record_stats.describe(pseudo, cache_dir=cache, scan=config.scan_records)
     if pseudo.num_examples == 0:
       raise ValueError(f'pseudo-label source {config.pseudo!r} is empty')
     if pseudo.num_classes is not None and pseudo.num_classes != labeled.num_classes:
@@ -197,6 +223,9 @@ def _open_sources(config):
   if config.eval_data:
     evaluation = sources.open_source(config.eval_data, data_dir=config.data_dir,
                                      label_offset=config.label_offset)
+    evaluation = record_stats.describe(evaluation, label_offset=config.label_offset,
+                                       num_classes=labeled.num_classes, cache_dir=cache,
+                                       scan=config.scan_records)
     if evaluation.num_examples == 0:
       raise ValueError(f'eval source {config.eval_data!r} is empty')
     if evaluation.num_classes is not None and evaluation.num_classes != labeled.num_classes:
@@ -259,7 +288,7 @@ def _train_dataset_fn(config, data, convention, resolution, small_image, strateg
         randaug_layers=config.randaug_layers, randaug_magnitude=config.randaug_magnitude,
         label_smoothing=config.label_smoothing, pseudo=data.pseudo,
         unlabeled_ratio=config.unlabeled_ratio, seed=config.seed + first_step,
-        skip_corrupt=config.skip_corrupt)
+        flip=config.flip, skip_corrupt=config.skip_corrupt, max_image_pixels=config.max_image_pixels)
     if replicas == 1:
       return ds
     local = replicas // input_context.num_input_pipelines
@@ -426,7 +455,8 @@ def _evaluate(plain, ema_values, data, config, convention, model_config, predict
   _copy_by_path(plain, ema_values, 'ema weights')
   dataset = pipeline.make_eval_dataset(
       data.evaluation, batch_size=config.eval_batch_size, resolution=model_config.resolution,
-      convention=convention, small_image=model_config.small_image, skip_corrupt=config.skip_corrupt)
+      convention=convention, small_image=model_config.small_image, skip_corrupt=config.skip_corrupt,
+      max_image_pixels=config.max_image_pixels)
   return evaluator.evaluate_model(plain, dataset, predict_fn)
 
 
