@@ -11,8 +11,13 @@ from absl import app, flags
 from noisy_student_tf import models
 
 FLAGS = flags.FLAGS
-flags.DEFINE_bool('json', False, 'Print JSON instead of a markdown table.')
-flags.DEFINE_integer('num_classes', 1000, 'Classifier width used for the counts.')
+
+
+def define_flags():
+  """Defines the tool's flags (only when run as a script: importing it beside the ns-* binaries,
+  as the tests do, must not define a second --num_classes)."""
+  flags.DEFINE_bool('json', False, 'Print JSON instead of a markdown table.')
+  flags.DEFINE_integer('num_classes', 1000, 'Classifier width used for the counts.')
 
 # (parameters, FLOPs) as printed in the papers; None where the paper gives no figure.
 PAPER = {'efficientnet-b0': (5.3e6, 0.39e9), 'efficientnet-b1': (7.8e6, 0.70e9),
@@ -58,4 +63,5 @@ def main(argv):
 
 
 if __name__ == '__main__':
+  define_flags()
   app.run(main)
