@@ -125,6 +125,15 @@ def files_dataset(paths, labels, ids):
                 num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
 
 
+def file_list_dataset(files: FileList):
+  """Dataset of element dicts of a FileList in its order: file bytes read lazily, or the
+  in-memory bytes when it has them."""
+  if files.encoded is not None:
+    return tf.data.Dataset.from_tensor_slices(
+        (list(files.encoded), files.labels, list(files.ids))).map(element)
+  return files_dataset(files.paths, files.labels, files.ids)
+
+
 def _is_image(name):
   return name.lower().endswith(IMAGE_EXTENSIONS) and not os.path.basename(name).startswith('.')
 
@@ -162,11 +171,10 @@ def _open_folder(spec, path, *, num_shards, shard_index, **_):
     classes, listed = list_folder(path)
   except FileNotFoundError as e:
     raise FileNotFoundError(f'folder source {spec!r}: {e}') from None
-  items = [(full, label, rel) for full, rel, label in listed]
-  items = _shard_list(items, num_shards, shard_index)
-  paths, labels, ids = zip(*items) if items else ((), (), ())
+  listed = _shard_list(listed, num_shards, shard_index)
+  paths, ids, labels = zip(*listed) if listed else ((), (), ())
   files = FileList(tuple(paths), np.asarray(labels, np.int64), tuple(ids))
-  return Source(files_dataset(paths, labels, ids), len(classes), tuple(classes), len(items), spec,
+  return Source(file_list_dataset(files), len(classes), tuple(classes), len(listed), spec,
                 files=files)
 
 
@@ -183,9 +191,8 @@ def _open_images(spec, pattern, *, num_shards, shard_index, **_):
     raise FileNotFoundError(f'images source {spec!r}: no image files ({", ".join(IMAGE_EXTENSIONS)}) '
                             f'match {pattern!r}')
   files = _shard_list(files, num_shards, shard_index)
-  ds = files_dataset(files, [-1] * len(files), files)
   plan = FileList(tuple(files), np.full(len(files), -1, np.int64), tuple(files))
-  return Source(ds, None, None, len(files), spec, labeled=False, files=plan)
+  return Source(file_list_dataset(plan), None, None, len(files), spec, labeled=False, files=plan)
 
 
 def _record_shards(files, num_shards, shard_index):
@@ -274,11 +281,9 @@ def _open_digits(spec, split, *, num_shards, shard_index, **_):
     index = index[index % 5 != 0]
   index = _shard_list(index, num_shards, shard_index)
   ids = tuple(f'digits:{i}' for i in index)
-  encoded = tuple(pngs[i] for i in index)
-  ds = tf.data.Dataset.from_tensor_slices((list(encoded), labels[index], list(ids)))
-  ds = ds.map(element)
-  plan = FileList(ids, labels[index], ids, encoded=encoded)
-  return Source(ds, 10, tuple(str(i) for i in range(10)), len(index), spec, files=plan)
+  plan = FileList(ids, labels[index], ids, encoded=tuple(pngs[i] for i in index))
+  return Source(file_list_dataset(plan), 10, tuple(str(i) for i in range(10)), len(index), spec,
+                files=plan)
 
 
 def _open_tfds(spec, arg, *, data_dir, num_shards, shard_index, **_):
@@ -371,12 +376,7 @@ def subset(source, indices, spec):
     pick = lambda seq: tuple(seq[i] for i in indices)
     files = FileList(pick(f.paths), f.labels[indices], pick(f.ids),
                      pick(f.encoded) if f.encoded is not None else None)
-    if files.encoded is not None:
-      ds = tf.data.Dataset.from_tensor_slices(
-          (list(files.encoded), files.labels, list(files.ids))).map(element)
-    else:
-      ds = files_dataset(files.paths, files.labels, files.ids)
-    return dataclasses.replace(source, dataset=ds, files=files, records=None,
+    return dataclasses.replace(source, dataset=file_list_dataset(files), files=files, records=None,
                                num_examples=len(indices), spec=spec)
   size = int(indices.max()) + 1 if indices.size else 0
   mask = np.zeros(size, bool)
