@@ -20,6 +20,7 @@ setup(
         'tensorflow-datasets>=4.9',
         'tensorboard>=2.21',
         'absl-py>=2.0',
+        'tqdm>=4.66',  # progress bars of the long stages (noisy_student_tf/progress.py)
         'numpy>=1.26',
         'pillow>=10',
         'matplotlib>=3.8',
