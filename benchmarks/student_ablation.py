@@ -88,10 +88,10 @@ def load_recipe(work_dir):
     raise ValueError(f'{work_dir!r} is not an ns-pipeline work dir: {path} is missing')
   with open(path) as f:
     raw = json.load(f)
-  for key in ('models', 'widths', 'depths'):
-    if raw.get(key) is not None:
-      raw[key] = tuple(raw[key])
-  config = pipeline.PipelineConfig(**raw)
+  if 'teacher' not in raw:
+    raise ValueError(f'{path} was written by an older ns-pipeline (flat settings, no teacher / '
+                     'student tree); rerun ns-pipeline on a new work dir')
+  config = pipeline.PipelineConfig.from_json(raw)
   needed = [os.path.join(config.gen_dir(0), 'eval.json'),
             os.path.join(config.gen_dir(0), 'balanced', 'stats.json'),
             os.path.join(config.gen_dir(0), 'pseudo', 'stats.json')]
@@ -102,11 +102,6 @@ def load_recipe(work_dir):
   with open(needed[0]) as f:
     teacher_eval = json.load(f)
   return config, teacher_eval
-
-
-def _num_pseudo(balanced_dir):
-  with open(os.path.join(balanced_dir, 'stats.json')) as f:
-    return json.load(f)['num_output']
 
 
 def _relabel(recipe, out_dir, **label_overrides):
@@ -129,24 +124,22 @@ def variant_train_config(recipe, name, steps, out_dir):
   """The TrainConfig of variant `name` trained for `steps` into OUT_DIR/model.
 
   recipe: the run's PipelineConfig.  Returns (TrainConfig, rows per step)."""
-  from noisy_student_tf.selftrain import pipeline  # pylint: disable=g-import-not-at-top
-  balanced = os.path.join(recipe.gen_dir(0), 'balanced')
-  changes = {}
+  student, changes = {}, {}
   if name == 'no_noise':
-    changes = dict(student_randaug_layers=0, student_randaug_magnitude=0, student_dropout=0.0,
-                   student_drop_path_rate=0.0)
+    student = dict(randaug_layers=0, randaug_magnitude=0.0, dropout=0.0, drop_path_rate=0.0)
   elif name in ('ratio1', 'ratio1_same_rows'):
-    changes = dict(unlabeled_ratio=1.0)
+    student = dict(unlabeled_ratio=1.0)
   elif name == 'scratch':
     changes = dict(student_init_from_teacher=False)
   elif name == 'bfloat16':
-    changes = dict(precision='mixed_bfloat16')
+    student = dict(precision='mixed_bfloat16')
   elif name == 'xla':
-    changes = dict(jit_compile=True)
-  config = dataclasses.replace(recipe, **changes)
-  train_config = pipeline._train_config(config, 1, _num_pseudo(balanced))  # pylint: disable=protected-access
+    student = dict(jit_compile=True)
+  config = dataclasses.replace(recipe, student={**recipe.student, **student}, **changes)
+  train_config = config.train_config(1)
   train_config = dataclasses.replace(train_config, model_dir=os.path.join(out_dir, 'model'),
-                                     train_steps=steps, checkpoint_every=min(200, steps))
+                                     train_steps=steps, epochs=None,
+                                     checkpoint_every=min(200, steps))
   if name == 'hard':
     hard = _relabel(recipe, out_dir, label_type='hard')
     train_config = dataclasses.replace(train_config,
@@ -270,7 +263,7 @@ def main(argv):
     if steps is None:
       steps = FLAGS.steps
       if name == 'ratio1_same_rows':
-        ratio = recipe.unlabeled_ratio
+        ratio = recipe.train_config(1).unlabeled_ratio
         steps = int(round(FLAGS.steps * (1 + ratio) / 2))
     rows.append(run_variant(recipe, name, steps, FLAGS.out))
     table = write_report(FLAGS.out, rows, teacher_eval, full)

@@ -7,6 +7,7 @@ import tensorflow as tf
 
 from noisy_student_tf import model_dir as model_dir_lib
 from noisy_student_tf.data import pipeline, sources
+from noisy_student_tf.selftrain import label as label_lib
 from noisy_student_tf.selftrain import pipeline as selftrain_pipeline
 from noisy_student_tf.train import trainer
 
@@ -56,7 +57,9 @@ def test_flip_reaches_the_training_pipeline(monkeypatch):
     fn(tf.distribute.InputContext())
   assert seen['flip'] is False
   pipeline_config = selftrain_pipeline.PipelineConfig(
-      work_dir='/tmp/w', labeled='digits', eval_data='digits:test', unlabeled='digits',
-      teacher_steps=1, student_steps=1, flip=False)
+      work_dir='/tmp/w', label=label_lib.LabelConfig(unlabeled='digits'),
+      student={'train_steps': 1},
+      teacher=trainer.TrainConfig(labeled='digits', eval_data='digits:test', train_steps=1,
+                                  flip=False))
   for generation in (0, 1):
-    assert selftrain_pipeline._train_config(pipeline_config, generation, 10).flip is False  # pylint: disable=protected-access
+    assert pipeline_config.train_config(generation).flip is False

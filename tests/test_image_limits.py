@@ -233,11 +233,13 @@ def test_ns_train_stops_before_training_naming_the_image(labeled_dir, tmp_path):
 def test_the_limit_reaches_every_config():
   assert trainer.TrainConfig().max_image_pixels == LIMIT
   config = selftrain_pipeline.PipelineConfig(
-      work_dir='/tmp/w', labeled='digits:train', eval_data='digits:test', unlabeled='digits:test',
-      teacher_steps=1, student_steps=1, max_image_pixels=123456)
+      work_dir='/tmp/w', label=label_lib.LabelConfig(unlabeled='digits:test'),
+      student={'train_steps': 1},
+      teacher=trainer.TrainConfig(labeled='digits:train', eval_data='digits:test', train_steps=1,
+                                  max_image_pixels=123456))
   assert config.label_config(0).max_image_pixels == 123456
-  assert selftrain_pipeline._train_config(config, 0).max_image_pixels == 123456
-  assert selftrain_pipeline._train_config(config, 1, num_pseudo=10).max_image_pixels == 123456
+  assert config.train_config(0).max_image_pixels == 123456
+  assert config.train_config(1).max_image_pixels == 123456
 
 
 # --- the exported signature -------------------------------------------------------------------

@@ -2,6 +2,7 @@
 exactly once; the report; bad input fails before any work; student/teacher checks."""
 
 import collections
+import dataclasses
 import json
 import os
 import random
@@ -14,15 +15,18 @@ import warnings
 import pytest
 
 from noisy_student_tf import models
+from noisy_student_tf.selftrain import filter as filter_lib
+from noisy_student_tf.selftrain import label as label_lib
 from noisy_student_tf.selftrain import pipeline
+from noisy_student_tf.train import trainer
 from test_label import make_teacher, read_records, source_ids  # pylint: disable=g-bad-import-order
 
 TINY_ARGS = ['--labeled=digits:test', '--labeled_per_class=3', '--eval_data=digits:test',
              '--models=b0', '--widths=0.25', '--depths=0.25', '--resolution=16', '--small_image',
-             '--batch_size=8', '--eval_batch_size=128', '--teacher_steps=12',
-             '--student_steps=12', '--unlabeled_ratio=2', '--student_randaug_layers=1',
-             '--student_randaug_magnitude=5', '--checkpoint_every=4', '--label_shards=4',
-             '--label_batch_size=16', '--filter_shards=2', '--threshold=0.0', '--per_class=40']
+             '--batch_size=8', '--eval_batch_size=128', '--teacher.train_steps=12',
+             '--student.train_steps=12', '--unlabeled_ratio=2', '--student.randaug_layers=1',
+             '--student.randaug_magnitude=5', '--checkpoint_every=4', '--label.num_shards=4',
+             '--label.batch_size=16', '--filter.num_shards=2', '--filter.threshold=0.0', '--filter.per_class=40']
 
 # Where the first run is killed: a file that exists only once the stage has started.
 KILL_POINTS = {'teacher training': 'gen0/model/ckpt', 'labeling': 'gen0/pseudo/shard_stats',
@@ -75,22 +79,37 @@ def test_sigkill_at_random_stage_then_rerun_completes(tmp_path):
   assert (work / 'gen0' / 'balanced' / 'plot.png').exists()
 
 
-BASE = dict(labeled='digits:test', eval_data='digits:test', unlabeled='digits:train',
-            models=('b0',), widths=(0.25,), depths=(0.25,), resolution=16, small_image=True,
-            teacher_steps=5, student_steps=5)
+BASE = dict(label=label_lib.LabelConfig(unlabeled='digits:train'), models=('b0',),
+            widths=(0.25,), depths=(0.25,), student={'train_steps': 5})
+TEACHER = trainer.TrainConfig(labeled='digits:test', eval_data='digits:test', resolution=16,
+                              small_image=True, train_steps=5)
+
+
+def _config(tmp_path, **override):
+  """The tiny PipelineConfig of these tests with top-level fields or nested configs replaced."""
+  return pipeline.PipelineConfig(work_dir=str(tmp_path / 'w'), **{'teacher': TEACHER, **BASE,
+                                                                  **override})
 
 
 @pytest.mark.parametrize('override,message', [
-    ({'threshold': 1.5}, 'threshold must be in [0, 1], got 1.5'),
-    ({'threshold': -0.2}, 'threshold must be in [0, 1], got -0.2'),
-    ({'per_class': 0}, 'per_class (K) must be a positive integer or None (no balancing), got 0'),
-    ({'per_class': -3}, 'got -3'),
+    ({'filter': filter_lib.FilterConfig(threshold=1.5)}, 'threshold must be in [0, 1], got 1.5'),
+    ({'filter': filter_lib.FilterConfig(threshold=-0.2)}, 'threshold must be in [0, 1], got -0.2'),
+    ({'filter': filter_lib.FilterConfig(per_class=0)},
+     'per_class (K) must be a positive integer or None (no balancing), got 0'),
+    ({'filter': filter_lib.FilterConfig(per_class=-3)}, 'got -3'),
     ({'models': ('b0', 'b0', 'b1')}, 'models needs 1 value or one per generation'),
-    ({'unlabeled': None}, 'unlabeled is required'),
-    ({'student_steps': None}, 'give exactly one of student_steps and student_epochs'),
+    ({'label': label_lib.LabelConfig()}, 'unlabeled is required'),
+    ({'student': {'train_steps': None}},
+     'student (generation 1): give exactly one of train_steps and epochs'),
+    ({'student': {'dropout': 2.0}}, 'student (generation 1): dropout'),
+    ({'student': {'data_dir': '/x'}}, 'student.data_dir cannot differ'),
+    ({'student': {'dorpout': 0.1}}, "student.dorpout is not a training setting"),
+    ({'teacher': dataclasses.replace(TEACHER, model='b3')}, 'teacher.model is set by the pipeline'),
+    ({'label': label_lib.LabelConfig(unlabeled='digits:train', temperature=0)},
+     'temperature must be > 0'),
 ])
 def test_bad_settings_fail_before_work(tmp_path, override, message):
-  config = pipeline.PipelineConfig(work_dir=str(tmp_path / 'w'), **{**BASE, **override})
+  config = _config(tmp_path, **override)
   with pytest.raises(ValueError) as e:
     pipeline.run_pipeline(config)
   assert message in str(e.value)
@@ -99,8 +118,7 @@ def test_bad_settings_fail_before_work(tmp_path, override, message):
 
 def test_teacher_with_other_class_count_is_refused(tmp_path):
   teacher = make_teacher(tmp_path / 'teacher5', num_classes=5)
-  config = pipeline.PipelineConfig(work_dir=str(tmp_path / 'w'),
-                                   **{**BASE, 'teacher_model_dir': teacher})
+  config = _config(tmp_path, teacher_model_dir=teacher)
   with pytest.raises(ValueError, match='has 5 classes but the labeled data'):
     pipeline.run_pipeline(config)
   assert not (tmp_path / 'w' / 'gen0').exists() and not (tmp_path / 'w' / 'gen1').exists()
@@ -108,8 +126,7 @@ def test_teacher_with_other_class_count_is_refused(tmp_path):
 
 def test_empty_unlabeled_source_is_refused(tmp_path):
   (tmp_path / 'empty' / 'a').mkdir(parents=True)
-  config = pipeline.PipelineConfig(work_dir=str(tmp_path / 'w'),
-                                   **{**BASE, 'unlabeled': f'folder:{tmp_path / "empty"}'})
+  config = _config(tmp_path, label=label_lib.LabelConfig(unlabeled=f'folder:{tmp_path / "empty"}'))
   with pytest.raises(ValueError, match='unlabeled source'):
     pipeline.run_pipeline(config)
   assert not (tmp_path / 'w' / 'gen0').exists()
@@ -129,7 +146,7 @@ def test_student_checks(tmp_path):
 
 
 def test_binary_exits_non_zero_on_bad_threshold(tmp_path):
-  proc = subprocess.run([*_cmd(tmp_path / 'w'), '--threshold=2'], capture_output=True, text=True,
+  proc = subprocess.run([*_cmd(tmp_path / 'w'), '--filter.threshold=2'], capture_output=True, text=True,
                         timeout=120)
   assert proc.returncode != 0
   assert 'threshold must be in [0, 1], got 2.0' in proc.stderr
@@ -148,4 +165,4 @@ def test_recipes_parse_into_valid_configs(name):
   finally:
     flags.FLAGS.unparse_flags()
   config.validate()
-  assert config.threshold == 0.3 and config.label_type == 'soft'
+  assert config.filter.threshold == 0.3 and config.label.label_type == 'soft'

@@ -119,7 +119,7 @@ def test_filter_reports_both_passes_in_log_mode(tmp_path, caplog):
   inp = write_records(tmp_path / 'pseudo', HAND_ROWS, num_classes=3)
   filter_lib.filter_records(filter_lib.FilterConfig(
       input=str(inp), output_dir=str(tmp_path / 'out'), per_class=4, num_shards=2,
-      read_batch=2), progress='log')
+      read_batch=2, progress='log'))
   pass1 = _messages(caplog, 'ns-filter pass 1')
   pass2 = _messages(caplog, 'ns-filter pass 2')
   # pass 1: total unknown here (no labeler stats.json): rate only; pass 2: 13 records, with ETA
@@ -129,12 +129,10 @@ def test_filter_reports_both_passes_in_log_mode(tmp_path, caplog):
   assert pass2[-1].startswith('ns-filter pass 2 (copy): done, 13 records')
   caplog.clear()
   with pytest.raises(ValueError, match='progress must be one of'):
-    filter_lib.filter_records(filter_lib.FilterConfig(input=str(inp),
-                                                      output_dir=str(tmp_path / 'o2')),
-                              progress='loud')
-  filter_lib.filter_records(filter_lib.FilterConfig(input=str(inp),
-                                                    output_dir=str(tmp_path / 'o3')),
-                            progress='none')
+    filter_lib.filter_records(filter_lib.FilterConfig(input=str(inp), output_dir=str(tmp_path / 'o2'),
+                                                      progress='loud'))
+  filter_lib.filter_records(filter_lib.FilterConfig(input=str(inp), output_dir=str(tmp_path / 'o3'),
+                                                    progress='none'))
   assert not _messages(caplog, 'ns-filter pass')
 
 

@@ -19,6 +19,7 @@ overridden equals the value in W/pipeline_config.json (or the model dir's config
 ns-train), and the per-generation settings (flip, noise, precision) are in each model dir.
 """
 
+import dataclasses
 import json
 import os
 import pathlib
@@ -31,6 +32,9 @@ import numpy as np
 import pytest
 
 from noisy_student_tf import model_dir as model_dir_lib
+from noisy_student_tf import settings
+from noisy_student_tf.selftrain import pipeline as selftrain_pipeline
+from noisy_student_tf.train import trainer
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 FLAGS_DIR = REPO / 'flags'
@@ -101,8 +105,27 @@ def assert_recipe_reached(recipe, overrides, config):
   assert checked >= 10, f'{recipe}: only {checked} recipe flags left to check'
 
 
+# TrainConfig settings a teacher or student takes from the recipe (the seed is offset per
+# generation, a student's init_checkpoint may be its teacher: both checked elsewhere).
+ROLE_FIELDS = ({f.name for f in dataclasses.fields(trainer.TrainConfig) if settings.shapes_result(f)}
+               - set(selftrain_pipeline.PIPELINE_OWNED) - set(selftrain_pipeline.SHARED_ONLY)
+               - {'seed', 'init_checkpoint'})
+
+
 def _pipeline_config(work):
-  return json.loads((work / 'pipeline_config.json').read_text())
+  """The run's settings by flag name: W/pipeline_config.json's tree flattened (--X and --teacher.X:
+  the teacher's, --student.X: what the students train with, --label.X, --filter.X, --unlabeled)."""
+  tree = json.loads((work / 'pipeline_config.json').read_text())
+  config = selftrain_pipeline.PipelineConfig.from_json(tree)
+  flat = {k: v for k, v in tree.items() if not isinstance(v, dict)}
+  student = settings.to_json(config.role_settings(1))
+  for name, value in tree['teacher'].items():
+    flat[name] = flat[f'teacher.{name}'] = value
+    flat[f'student.{name}'] = student[name]
+  for part in ('label', 'filter'):
+    flat.update({f'{part}.{k}': v for k, v in tree[part].items()})
+  flat['unlabeled'] = tree['label']['unlabeled']
+  return flat
 
 
 def _training(model_dir):
@@ -132,44 +155,48 @@ def check_pipeline_run(work, recipe, overrides, *, generations, eval_examples, n
     assert model.num_classes == num_classes
     training = _training(model_dir)
     # Settings every generation shares, as the recipe and the overrides give them.
+    role = 'teacher.' if g == 0 else 'student.'
     for key in ('flip', 'precision', 'optimizer', 'lr_schedule', 'label_offset', 'small_image',
                 'ema_decay', 'weight_decay', 'batch_size'):
       assert training[key] == config[key], f'gen{g}: {key}'
-    assert training['resolution'] == config['resolution'] == model.resolution
+    # Every setting of the role (teacher / students) is the one the stage trained with.
+    for key in sorted(ROLE_FIELDS):
+      assert training[key] == config[role + key], f'gen{g}: {role}{key}'
+    assert training['resolution'] == config[role + 'resolution'] == model.resolution
     if g == 0:
       assert row['num_pseudo_labels'] == 0
       assert training['pseudo'] is None
-      assert training['randaug_layers'] == config['teacher_randaug_layers']
-      assert training['epochs'] == config['teacher_epochs']
-      assert training['train_steps'] == config['teacher_steps']
+      assert training['randaug_layers'] == config['teacher.randaug_layers']
+      assert training['epochs'] == config['teacher.epochs']
+      assert training['train_steps'] == config['teacher.train_steps']
     else:
       # Students: trained on the previous generation's balanced pseudo-labels, with noise.
       prev = work / f'gen{g - 1}'
       label_stats = json.loads((prev / 'pseudo' / 'stats.json').read_text())
       filter_stats = json.loads((prev / 'balanced' / 'stats.json').read_text())
       assert label_stats['count'] == num_unlabeled  # every unlabeled image labeled once
-      assert label_stats['label_type'] == config['label_type']
-      assert label_stats['top_k'] == config['top_k']
-      assert filter_stats['threshold'] == config['threshold']
-      assert filter_stats['per_class'] == config['per_class']
+      assert label_stats['label_type'] == config['label.label_type']
+      assert label_stats['top_k'] == config['label.top_k']
+      assert filter_stats['threshold'] == config['filter.threshold']
+      assert filter_stats['per_class'] == config['filter.per_class']
       print(f'{recipe} gen{g - 1}: {filter_stats["num_above_threshold"]} of '
             f'{filter_stats["num_input"]} pseudo-labels above {filter_stats["threshold"]}')
       assert row['num_pseudo_labels'] == filter_stats['num_output'] > 0
-      if config['per_class']:  # balanced: K per class that has any pseudo-label above threshold
+      if config['filter.per_class']:  # balanced: K per class that has any pseudo-label above threshold
         present = sum(1 for c in filter_stats['class_counts_above_threshold'] if c)
-        assert filter_stats['num_output'] == config['per_class'] * present
+        assert filter_stats['num_output'] == config['filter.per_class'] * present
       assert training['pseudo'].startswith('pseudo:' + str(prev / 'balanced'))
-      assert training['unlabeled_ratio'] == config['unlabeled_ratio']
-      assert training['randaug_layers'] == config['student_randaug_layers']
-      if config['student_randaug_layers']:
-        assert training['randaug_magnitude'] == config['student_randaug_magnitude']
+      assert training['unlabeled_ratio'] == config['student.unlabeled_ratio']
+      assert training['randaug_layers'] == config['student.randaug_layers']
+      if config['student.randaug_layers']:
+        assert training['randaug_magnitude'] == config['student.randaug_magnitude']
       for key in ('dropout', 'drop_path_rate'):
-        if config[f'student_{key}'] is not None:
-          assert training[key] == config[f'student_{key}'] == getattr(model, key)
+        if config[f'student.{key}'] is not None:
+          assert training[key] == config[f'student.{key}'] == getattr(model, key)
       if config['student_init_from_teacher']:
         assert training['init_checkpoint'] == str(prev / 'model')
-      if config['student_steps']:
-        assert training['train_steps'] == config['student_steps']
+      if config['student.train_steps']:
+        assert training['train_steps'] == config['student.train_steps']
   assert (work / 'report.md').read_text().count('\n') == generations + 3
   return config, report
 
@@ -280,8 +307,8 @@ def svhn_data_dir(tmp_path_factory):
 JOBS = int(os.environ.get('NS_RECIPE_JOBS', '2'))
 RUN_TIMEOUT = 900  # seconds per run
 TINY_MODEL = ['--widths=0.25', '--depths=0.25']
-SHARDS = ['--label_shards=2', '--filter_shards=2', '--per_class=30']
-BATCHES = ['--eval_batch_size=128', '--label_batch_size=256']
+SHARDS = ['--label.num_shards=2', '--filter.num_shards=2', '--filter.per_class=30']
+BATCHES = ['--eval_batch_size=128', '--label.batch_size=256']
 
 
 def _imagenet_overrides(records, unlabeled, batch):
@@ -294,24 +321,24 @@ def _imagenet_overrides(records, unlabeled, batch):
 # order the runs start in (the longest early).
 RECIPES = {
     'demo': ('pipeline', 'demo.cfg', (), lambda: [
-        '--teacher_steps=40', '--student_steps=20', '--batch_size=16', *BATCHES]),
+        '--teacher.train_steps=40', '--student.train_steps=20', '--batch_size=16', *BATCHES]),
     'imagenet_b7_l2_noisy': (
         'pipeline', 'imagenet_b7_l2_noisy.cfg', ('imagenet_records', 'unlabeled_spec'),
         lambda imagenet_records, unlabeled_spec: [
-            *_imagenet_overrides(imagenet_records, unlabeled_spec, 16), '--teacher_epochs=5',
-            '--student_steps=10']),
+            *_imagenet_overrides(imagenet_records, unlabeled_spec, 16), '--teacher.epochs=5',
+            '--student.train_steps=10']),
     'svhn': ('pipeline', 'svhn.cfg', ('svhn_data_dir',), lambda svhn_data_dir: [
         f'--data_dir={svhn_data_dir}', *TINY_MODEL, '--resolution=16', '--batch_size=64',
-        *BATCHES, '--teacher_epochs=6', '--student_epochs=2', *SHARDS]),
+        *BATCHES, '--teacher.epochs=6', '--student.epochs=2', *SHARDS]),
     'imagenet_b0_noisy': (
         'pipeline', 'imagenet_b0_noisy.cfg', ('imagenet_records', 'unlabeled_spec'),
         lambda imagenet_records, unlabeled_spec: [
-            *_imagenet_overrides(imagenet_records, unlabeled_spec, 16), '--teacher_epochs=5',
-            '--student_steps=10']),
+            *_imagenet_overrides(imagenet_records, unlabeled_spec, 16), '--teacher.epochs=5',
+            '--student.train_steps=10']),
     'cifar10_4000': ('pipeline', 'cifar10_4000.cfg', ('cifar10_subset',), lambda cifar10_subset: [
         f'--labeled=folder:{cifar10_subset}/train', f'--eval_data=folder:{cifar10_subset}/test',
         '--labeled_per_class=20', *TINY_MODEL, '--resolution=16', *BATCHES,
-        '--teacher_epochs=10', '--student_epochs=2', *SHARDS]),
+        '--teacher.epochs=10', '--student.epochs=2', *SHARDS]),
     'cifar10_supervised': ('train', 'cifar10_supervised.cfg', ('cifar10_subset',),
                            lambda cifar10_subset: [
         f'--labeled=folder:{cifar10_subset}/train', f'--eval_data=folder:{cifar10_subset}/test',
@@ -445,7 +472,7 @@ def _check_imagenet(work, config):
   assert config['label_offset'] == 1 and config['num_classes'] is None
   assert list((work / 'data' / 'source_stats').glob('records-*.json')), (
       'the tfrecord: sources were not scanned into W/data/source_stats')
-  assert config['top_k'] == 10 and config['precision'] == 'mixed_bfloat16'
+  assert config['label.top_k'] == 10 and config['precision'] == 'mixed_bfloat16'
   training = _training(work / 'gen0' / 'model')
   assert training['effective']['labeled_examples'] == IMAGENET_TRAIN
 

@@ -6,7 +6,9 @@ import os
 
 import pytest
 
+from noisy_student_tf.selftrain import label as label_lib
 from noisy_student_tf.selftrain import pipeline
+from noisy_student_tf.train import trainer
 
 _PATH = os.path.join(os.path.dirname(__file__), '..', 'benchmarks', 'student_ablation.py')
 
@@ -22,11 +24,13 @@ def ablation():
 @pytest.fixture
 def recipe(tmp_path):
   config = pipeline.PipelineConfig(
-      work_dir=str(tmp_path), labeled='digits:train', eval_data='digits:test',
-      unlabeled='digits:test', models=('b0',), widths=(0.25,), depths=(0.25,), resolution=32,
-      small_image=True, teacher_steps=10, student_steps=10, batch_size=16, unlabeled_ratio=3,
-      base_learning_rate=0.2, warmup_epochs=2, student_dropout=0.3, student_drop_path_rate=0.2,
-      student_randaug_layers=2, student_randaug_magnitude=9, student_init_from_teacher=True)
+      work_dir=str(tmp_path), label=label_lib.LabelConfig(unlabeled='digits:test'),
+      models=('b0',), widths=(0.25,), depths=(0.25,), student_init_from_teacher=True,
+      teacher=trainer.TrainConfig(labeled='digits:train', eval_data='digits:test', resolution=32,
+                                  small_image=True, train_steps=10, batch_size=16,
+                                  unlabeled_ratio=3, base_learning_rate=0.2, warmup_epochs=2),
+      student=dict(train_steps=10, dropout=0.3, drop_path_rate=0.2, randaug_layers=2,
+                   randaug_magnitude=9))
   balanced = os.path.join(config.gen_dir(0), 'balanced')
   os.makedirs(balanced)
   with open(os.path.join(balanced, 'stats.json'), 'w') as f:

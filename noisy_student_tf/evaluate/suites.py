@@ -11,16 +11,20 @@ Each writes OUTPUT_DIR/<suite>.json, <suite>.md (a table) and, for the corruptio
 every accuracy. A missing dataset raises FileNotFoundError naming it and how to obtain it.
 """
 
+import contextlib
 import dataclasses
 import glob
 import json
 import logging
 import os
 import time
+from typing import Optional, Tuple
 
 import numpy as np
 
 from noisy_student_tf import model_dir as model_dir_lib
+from noisy_student_tf import progress as progress_lib
+from noisy_student_tf.settings import setting
 from noisy_student_tf.evaluate import calibration, corruptions as corruptions_lib, robustness
 
 log = logging.getLogger(__name__)
@@ -48,32 +52,42 @@ _IMAGENET_P_HOWTO = (
 
 @dataclasses.dataclass(frozen=True)
 class SuiteOptions:
-  """Settings shared by the suites (what ns-eval's flags become).
-
-  eval_data: a source spec (corruptions: required; imagenet_a: overrides tfds:imagenet_a:test;
-  imagenet_c: clean data for relative mCE). baseline_model_dir: second model to normalise by.
-  corruptions: names (None = every available benchmark corruption / all 15 for imagenet_c).
-  severities: 1..5 subset. max_examples: evaluate a seeded sample of N images of a source
-  (class-stratified where labels are known; `sample_seed`), the same for a model and its baseline.
-  seed: corruption randomness (deterministic per image). work_size: corrupt at this size.
-  """
-  output_dir: str
-  eval_data: str = None
-  data_dir: str = None
-  baseline_model_dir: str = None
-  corruptions: tuple = None
-  severities: tuple = robustness.SEVERITIES
-  resolution: int = None
-  weights: str = 'ema'
-  batch_size: int = 128
-  max_examples: int = None
-  sample_seed: int = 0
-  seed: int = 0
-  frost_dir: str = None
-  work_size: int = None
-  imagenet_c_dir: str = None
-  imagenet_p_dir: str = None
-  ece_bins: int = 15
+  """Settings of evaluation: plain ns-eval and the robustness suites (each field's help:
+  settings.help_of; ns-eval has one flag per field)."""
+  output_dir: str = setting('', 'Suites: where the results go (default MODEL_DIR/robustness).')
+  eval_data: Optional[str] = setting(None, 'Labeled source spec: folder:PATH, tfds:NAME:SPLIT, '
+                                     'tfrecord:GLOB, digits:test. Suites: corruptions needs it; '
+                                     'imagenet_a: overrides tfds:imagenet_a:test; imagenet_c: '
+                                     'clean data for relative mCE.')
+  data_dir: Optional[str] = setting(None, 'tensorflow-datasets data dir for tfds: sources.')
+  baseline_model_dir: Optional[str] = setting(None, "Suites: a second model dir (e.g. the "
+                                              "teacher) whose errors normalise the model's (CE / "
+                                              'mCE vs baseline).')
+  corruptions: Optional[Tuple[str, ...]] = setting(None, 'Suites: corruption / perturbation names '
+                                                   '(default: every benchmark one available '
+                                                   'here).')
+  severities: Tuple[int, ...] = setting(robustness.SEVERITIES, 'Suites: corruption severities '
+                                        '(1..5).')
+  resolution: Optional[int] = setting(None, 'Evaluation resolution (default: the training one).')
+  weights: str = setting('ema', 'Which final weights.',
+                         choices=tuple(sorted(model_dir_lib.WEIGHT_FILES)))
+  batch_size: int = setting(128, 'Evaluation batch size.')
+  max_examples: Optional[int] = setting(None, 'Evaluate a seeded sample of N images of each '
+                                        'source (class-stratified where labels are known, '
+                                        'uniform otherwise): the same images for a model and its '
+                                        'baseline.')
+  sample_seed: int = setting(0, 'Seed of the --max_examples sample.')
+  seed: int = setting(0, 'Suites: seed of the corruption randomness (deterministic per image).')
+  frost_dir: Optional[str] = setting(None, 'corruptions suite: a folder of frost images for the '
+                                     'frost corruption.')
+  work_size: Optional[int] = setting(None, 'corruptions suite: corrupt at this size (default: '
+                                     'the evaluation size).')
+  imagenet_c_dir: Optional[str] = setting(None, 'imagenet_c suite: a local ImageNet-C copy '
+                                          'ROOT/<corruption>/<severity>/<wnid>/*.JPEG (default: '
+                                          'TFDS imagenet2012_corrupted in --data_dir).')
+  imagenet_p_dir: Optional[str] = setting(None, 'imagenet_p suite: a local ImageNet-P copy '
+                                          'ROOT/<perturbation>/<wnid>/<name>.mp4.')
+  ece_bins: int = setting(15, 'Suites: bins of the expected calibration error.')
 
 
 # ----------------------------------------------------------------------------- model + prediction
@@ -85,15 +99,16 @@ class _Loaded:
   config: object
   resolution: int
   predict: object
+  progress: str = 'auto'  # the display of its predictions (noisy_student_tf.progress.MODES)
 
 
-def _load(model_dir, options):
+def _load(model_dir, options, progress='auto'):
   from noisy_student_tf.evaluate import evaluator  # pylint: disable=import-outside-toplevel
   config = model_dir_lib.read_config(model_dir)
   resolution = int(options.resolution or config.model.resolution)
   model, config = model_dir_lib.load_model(model_dir, weights=options.weights,
                                            resolution=resolution)
-  return _Loaded(model_dir, model, config, resolution, evaluator.make_predict_fn(model))
+  return _Loaded(model_dir, model, config, resolution, evaluator.make_predict_fn(model), progress)
 
 
 def _open(spec, options):
@@ -104,17 +119,24 @@ def _open(spec, options):
   return source
 
 
-def _predict(loaded, source, options, image_transform=None, convention=None):
-  """Logits [N, C] and labels [N] of `loaded` on `source` (eval crop, optional transform)."""
+def _predict(loaded, source, options, image_transform=None, convention=None, bar=None):
+  """Logits [N, C] and labels [N] of `loaded` on `source` (eval crop, optional transform).
+  bar: a progress_lib.Progress of a longer run to count the images in (default: one of its own)."""
   from noisy_student_tf.data import pipeline  # pylint: disable=import-outside-toplevel
   dataset = pipeline.make_eval_dataset(
       source, batch_size=options.batch_size, resolution=loaded.resolution,
       convention=convention or loaded.config.input, small_image=loaded.config.model.small_image,
       image_transform=image_transform)
   logits, labels = [], []
-  for batch in dataset:
-    logits.append(loaded.predict(batch['image']).numpy())
-    labels.append(batch['label'].numpy())
+  with contextlib.ExitStack() as stack:
+    if bar is None:
+      bar = stack.enter_context(progress_lib.Progress(
+          f'{loaded.model_dir} on {source.spec}', source.num_examples, 'images', loaded.progress,
+          logger=log))
+    for batch in dataset:
+      logits.append(loaded.predict(batch['image']).numpy())
+      labels.append(batch['label'].numpy())
+      bar.update(len(labels[-1]))
   if not logits:
     raise ValueError(f'{source.spec!r} yielded no images')
   return np.concatenate(logits), np.concatenate(labels)
@@ -183,21 +205,24 @@ def _fmt(v, pct=True):
 # ----------------------------------------------------------------------------- corruption runs
 
 def _corruption_errors(loaded, source, names, severities, options, convention=None,
-                       spec_for=None):
+                       spec_for=None, bar=None):
   """Per corruption: list of per-severity scores. Either transforms `source` with TFDS's
-  functions, or (spec_for) opens a pre-corrupted source per (corruption, severity)."""
+  functions, or (spec_for) opens a pre-corrupted source per (corruption, severity).
+  bar: the progress_lib.Progress counting the images of the whole suite."""
   out = {}
   for name in names:
     out[name] = []
     for s in severities:
       start = time.time()
+      if bar is not None:
+        bar.set_postfix(f'{name} severity {s}')
       if spec_for is None:
         transform = corruptions_lib.make_image_transform(
             name, s, seed=options.seed, frost_dir=options.frost_dir, work_size=options.work_size)
-        logits, labels = _predict(loaded, source, options, transform, convention)
+        logits, labels = _predict(loaded, source, options, transform, convention, bar)
       else:
         logits, labels = _predict(loaded, _open(spec_for(name, s), options), options,
-                                  None, convention)
+                                  None, convention, bar)
       score = _scores(logits, labels, options)
       out[name].append(score)
       log.info('%s %s severity %d: error %.4f ece %.4f (%d images, %.1fs)', loaded.model_dir,
@@ -292,9 +317,10 @@ def _chart(result, title):
   return {'labels': labels, 'series': s, 'ylabel': 'top-1 error (%)', 'title': title}
 
 
-def run_corruptions(model_dir, options: SuiteOptions):
+def run_corruptions(model_dir, options: SuiteOptions, progress='auto'):
   """The `corruptions` suite: TFDS corruptions on options.eval_data for the model and, when given,
-  options.baseline_model_dir. Returns the result dict (also written as JSON/markdown/PNG)."""
+  options.baseline_model_dir. Returns the result dict (also written as JSON/markdown/PNG).
+  progress: one of noisy_student_tf.progress.MODES (images of every pass, ETA of the model's)."""
   if not options.eval_data:
     raise ValueError('the corruptions suite needs eval_data (a labeled source spec such as '
                      'folder:PATH or tfds:cifar10:test)')
@@ -319,13 +345,18 @@ def run_corruptions(model_dir, options: SuiteOptions):
             'severities': list(severities), 'corruptions': list(names), 'skipped': skipped,
             'seed': options.seed, 'work_size': options.work_size}
   start = time.time()
+  passes = 1 + len(names) * len(severities)
   for role, d in dirs:
-    loaded = _load(d, options)
+    loaded = _load(d, options, progress)
     if source.num_classes is not None and source.num_classes != loaded.config.model.num_classes:
       raise ValueError(f'{options.eval_data!r} has {source.num_classes} classes but the model in '
                        f'{d!r} has {loaded.config.model.num_classes}')
-    clean = _scores(*_predict(loaded, source, options), options)
-    per = _corruption_errors(loaded, source, names, severities, options)
+    with progress_lib.Progress(f'corruptions {role}', source.num_examples and
+                               passes * source.num_examples, 'images', progress,
+                               logger=log) as bar:
+      bar.set_postfix('clean')
+      clean = _scores(*_predict(loaded, source, options, bar=bar), options)
+      per = _corruption_errors(loaded, source, names, severities, options, bar=bar)
     result[role] = _summarise(per, clean)
   if options.baseline_model_dir:
     result.update(_vs_baseline(result['model'], result['baseline']))
@@ -346,10 +377,11 @@ def _tfds_prepared(name, data_dir):
     return False
 
 
-def run_imagenet_c(model_dir, options: SuiteOptions):
+def run_imagenet_c(model_dir, options: SuiteOptions, progress='auto'):
   """The `imagenet_c` suite: ImageNet-C from TFDS (imagenet2012_corrupted) or a local copy
   (options.imagenet_c_dir); CE, mCE vs AlexNet, relative mCE when options.eval_data names the
-  clean validation set, and vs baseline when given. Returns the result dict."""
+  clean validation set, and vs baseline when given. Returns the result dict.
+  progress: one of noisy_student_tf.progress.MODES (images per second over every copy)."""
   names, severities = tuple(options.corruptions or robustness.IMAGENET_C_CORRUPTIONS), tuple(
       int(s) for s in options.severities)
   unknown = [c for c in names if c not in corruptions_lib.ALL_CORRUPTIONS]
@@ -381,12 +413,14 @@ def run_imagenet_c(model_dir, options: SuiteOptions):
   for role, d in (('model', model_dir), ('baseline', options.baseline_model_dir)):
     if not d:
       continue
-    loaded = _load(d, options)
+    loaded = _load(d, options, progress)
     # ImageNet-C images are already 224 px center crops: resize only, crop nothing more.
     convention = dataclasses.replace(loaded.config.input, crop_padding=0)
     clean = (_scores(*_predict(loaded, _open(options.eval_data, options), options), options)
              if options.eval_data else None)
-    per = _corruption_errors(loaded, None, names, severities, options, convention, spec_for)
+    with progress_lib.Progress(f'imagenet_c {role}', None, 'images', progress, logger=log) as bar:
+      per = _corruption_errors(loaded, None, names, severities, options, convention, spec_for,
+                               bar)
     result[role] = _summarise(per, clean)
   errors = result['model']['errors']
   benchmark = [c for c in names if c in robustness.ALEXNET_ERR]
@@ -408,9 +442,10 @@ def run_imagenet_c(model_dir, options: SuiteOptions):
   return result
 
 
-def run_imagenet_a(model_dir, options: SuiteOptions):
+def run_imagenet_a(model_dir, options: SuiteOptions, progress='auto'):
   """The `imagenet_a` suite: top-1 over the 200 ImageNet-A classes (tfds:imagenet_a:test, or
-  options.eval_data such as folder:PATH/imagenet-a). Returns the result dict."""
+  options.eval_data such as folder:PATH/imagenet-a). Returns the result dict.
+  progress: one of noisy_student_tf.progress.MODES (images)."""
   spec = options.eval_data or 'tfds:imagenet_a:test'
   if spec.startswith('tfds:') and not _tfds_prepared(spec[5:].partition(':')[0],
                                                      options.data_dir):
@@ -426,7 +461,7 @@ def run_imagenet_a(model_dir, options: SuiteOptions):
     raise ValueError(f'{spec!r} has {source.num_classes} classes; ImageNet-A has 200 (folders) '
                      'or 1000 (TFDS labels)')
   start = time.time()
-  loaded = _load(model_dir, options)
+  loaded = _load(model_dir, options, progress)
   logits, labels = _predict(loaded, source, options)
   space = '200' if source.num_classes == 200 else '1k'
   labels_a = labels if space == '200' else robustness.imagenet_a_labels(labels)
@@ -481,10 +516,11 @@ def read_sequence(path):
   return np.stack(frames)
 
 
-def run_imagenet_p(model_dir, options: SuiteOptions):
+def run_imagenet_p(model_dir, options: SuiteOptions, progress='auto'):
   """The `imagenet_p` suite: flip probability (difficulty 1) of the model's top-1 over every
   sequence of each perturbation in options.imagenet_p_dir, FR vs AlexNet and mFR. Perturbations:
-  options.corruptions or every folder present. Returns the result dict."""
+  options.corruptions or every folder present. Returns the result dict.
+  progress: one of noisy_student_tf.progress.MODES (sequences)."""
   import tensorflow as tf  # pylint: disable=import-outside-toplevel
   from noisy_student_tf.data import order, preprocessing  # pylint: disable=import-outside-toplevel
   root = options.imagenet_p_dir
@@ -501,31 +537,36 @@ def run_imagenet_p(model_dir, options: SuiteOptions):
     raise FileNotFoundError(f'no sequences for {empty or "any perturbation"}. '
                             + _IMAGENET_P_HOWTO.format(root=root))
   start = time.time()
-  loaded = _load(model_dir, options)
+  loaded = _load(model_dir, options, progress)
   convention = loaded.config.input
   class_names = loaded.config.class_names
-  fps, accuracy = {}, {}
-  for p in names:
-    preds, correct = [], []
-    chosen = sequences[p]
-    if options.max_examples:  # a class-stratified sample of the sequences, not the first N
-      classes = {c: k for k, c in enumerate(sorted({c for c, _ in chosen}))}
-      keep = order.stratified_indices([classes[c] for c, _ in chosen], options.max_examples,
+  chosen = dict(sequences)
+  if options.max_examples:  # a class-stratified sample of the sequences, not the first N
+    for p in names:
+      classes = {c: k for k, c in enumerate(sorted({c for c, _ in chosen[p]}))}
+      keep = order.stratified_indices([classes[c] for c, _ in chosen[p]], options.max_examples,
                                       options.sample_seed)
-      chosen = [chosen[k] for k in keep]
-    for cls, path in chosen:
-      frames = tf.convert_to_tensor(read_sequence(path))
-      images = tf.map_fn(lambda f: preprocessing.normalize(preprocessing.center_crop(
-          f, loaded.resolution, convention, small_image=True), convention), frames,
-                         fn_output_signature=tf.float32)
-      seq = np.argmax(np.concatenate([loaded.predict(images[j:j + options.batch_size]).numpy()
-                                      for j in range(0, len(frames), options.batch_size)]), 1)
-      preds.append(seq)
-      if class_names and cls in class_names:
-        correct.append(np.mean(seq == class_names.index(cls)))
-    fps[p] = robustness.flip_probability(preds, robustness.is_noise_perturbation(p))
-    accuracy[p] = float(np.mean(correct)) if correct else None
-    log.info('%s: flip probability %.4f over %d sequences', p, fps[p], len(preds))
+      chosen[p] = [chosen[p][k] for k in keep]
+  fps, accuracy = {}, {}
+  with progress_lib.Progress('imagenet_p', sum(len(chosen[p]) for p in names), 'sequences',
+                             progress, logger=log) as bar:
+    for p in names:
+      preds, correct = [], []
+      bar.set_postfix(p)
+      for cls, path in chosen[p]:
+        frames = tf.convert_to_tensor(read_sequence(path))
+        images = tf.map_fn(lambda f: preprocessing.normalize(preprocessing.center_crop(
+            f, loaded.resolution, convention, small_image=True), convention), frames,
+                           fn_output_signature=tf.float32)
+        seq = np.argmax(np.concatenate([loaded.predict(images[j:j + options.batch_size]).numpy()
+                                        for j in range(0, len(frames), options.batch_size)]), 1)
+        preds.append(seq)
+        if class_names and cls in class_names:
+          correct.append(np.mean(seq == class_names.index(cls)))
+        bar.update(1)
+      fps[p] = robustness.flip_probability(preds, robustness.is_noise_perturbation(p))
+      accuracy[p] = float(np.mean(correct)) if correct else None
+      log.info('%s: flip probability %.4f over %d sequences', p, fps[p], len(preds))
   frs = robustness.flip_rates(fps)
   benchmark = [p for p in names if p in robustness.IMAGENET_P_PERTURBATIONS]
   result = {'suite': 'imagenet_p', 'model_dir': model_dir, 'root': root,
@@ -553,10 +594,12 @@ _RUNNERS = {'imagenet_a': run_imagenet_a, 'imagenet_c': run_imagenet_c,
             'imagenet_p': run_imagenet_p, 'corruptions': run_corruptions}
 
 
-def run_suite(name, model_dir, options: SuiteOptions = None, **kwargs):
+def run_suite(name, model_dir, options: SuiteOptions = None, *, progress='auto', **kwargs):
   """Runs robustness suite `name` (one of SUITES) for the model in `model_dir`.
 
   options: a SuiteOptions, or pass its fields as keyword arguments (output_dir is required).
+  progress: one of noisy_student_tf.progress.MODES: images (sequences for imagenet_p) per second
+  and the ETA where the number is known.
   Returns the result dict (top-level 'top1', 'num_examples' where defined, and 'files': the
   JSON / markdown / PNG paths written under output_dir). Raises ValueError on bad arguments and
   FileNotFoundError for a missing dataset or model dir, before any evaluation.
@@ -574,5 +617,6 @@ def run_suite(name, model_dir, options: SuiteOptions = None, **kwargs):
   if options.weights not in model_dir_lib.WEIGHT_FILES:
     raise ValueError(f'weights must be one of {sorted(model_dir_lib.WEIGHT_FILES)}, got '
                      f'{options.weights!r}')
+  progress_lib.check_mode(progress)
   model_dir_lib.read_config(model_dir)
-  return _RUNNERS[name](model_dir, options)
+  return _RUNNERS[name](model_dir, options, progress=progress)

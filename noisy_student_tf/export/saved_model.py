@@ -10,7 +10,7 @@ import json
 import logging
 import os
 import time
-from typing import Optional, Sequence
+from typing import Optional, Tuple
 
 import keras
 import tensorflow as tf
@@ -18,6 +18,7 @@ import tensorflow as tf
 from noisy_student_tf import model_dir as model_dir_lib
 from noisy_student_tf.data import preprocessing
 from noisy_student_tf.export import signatures, versions, warmup
+from noisy_student_tf.settings import setting
 
 EXPORT_INFO = 'export.json'
 log = logging.getLogger(__name__)
@@ -25,32 +26,31 @@ log = logging.getLogger(__name__)
 
 @dataclasses.dataclass(frozen=True)
 class ExportConfig:
-  """Every ns-export setting.
-
-  model_dir: a complete model dir; export_dir: the TF Serving base path (versions inside);
-  version: None for one more than the highest existing; weights: 'ema' or 'raw'; top_k: classes
-  per image in the top-k outputs (capped at the number of classes); labels_file: optional text
-  file, one class name per line (default: the class names in config.json, else '0', '1', ...);
-  resolution: serve at another input size than trained (default: the model's); model_name: the
-  name under which TF Serving serves it (warm-up requests and README examples);
-  warmup_images: optional encoded-image files for the warm-up requests (default: a synthetic
-  image); warmup_batch_sizes: serving_default batch sizes replayed at load time; verify: load the
-  staged export and replay the warm-up requests before publishing; max_image_pixels:
-  serving_default answers InvalidArgument for images with more pixels (height x width from the
-  header, before decoding; 0 or None: no limit).
-  """
-  model_dir: str
-  export_dir: str
-  version: Optional[int] = None
-  weights: str = 'ema'
-  top_k: int = 5
-  labels_file: Optional[str] = None
-  resolution: Optional[int] = None
-  model_name: str = 'noisy_student'
-  warmup_images: Sequence[str] = ()
-  warmup_batch_sizes: Sequence[int] = (1, 32)
-  verify: bool = True
-  max_image_pixels: Optional[int] = preprocessing.DEFAULT_MAX_IMAGE_PIXELS
+  """Every ns-export setting (each field's help: settings.help_of)."""
+  model_dir: str = setting('', 'A complete model dir (config.json + final/*.weights.h5) '
+                           'written by ns-train or tools/convert_checkpoint.py.')
+  export_dir: str = setting('', 'TF Serving base path: the export goes to EXPORT_DIR/<version>/.')
+  version: Optional[int] = setting(None, 'Version folder to write (a positive integer not yet '
+                                   'used). Unset: one more than the highest existing version.')
+  weights: str = setting('ema', 'Which final weights to export.', choices=('ema', 'raw'))
+  top_k: int = setting(5, 'Classes per image in the top_k_* outputs (capped at the number of '
+                       'classes).')
+  labels_file: Optional[str] = setting(None, 'Text file with one class name per line for '
+                                       "top_k_names. Unset: the class names of the model dir's "
+                                       'config.json, else the class indices.')
+  resolution: Optional[int] = setting(None, "Input size to serve at. Unset: the model's own.")
+  model_name: str = setting('noisy_student', 'Model name in the warm-up requests (use the name '
+                            'models.config entry TF Serving serves it under).')
+  warmup_images: Tuple[str, ...] = setting((), 'Encoded image files to use in the warm-up '
+                                           'requests. Unset: a synthetic image.')
+  warmup_batch_sizes: Tuple[int, ...] = setting((1, 32), 'serving_default batch sizes TF Serving '
+                                                'replays at load time.')
+  verify: bool = setting(True, 'Load the staged export and replay the warm-up requests before '
+                         'publishing it.')
+  max_image_pixels: Optional[int] = setting(
+      preprocessing.DEFAULT_MAX_IMAGE_PIXELS, 'serving_default answers InvalidArgument for images '
+      'with more pixels (height x width read from the header, before decoding; recorded in '
+      'export.json). 0: no limit.')
 
 
 @dataclasses.dataclass(frozen=True)

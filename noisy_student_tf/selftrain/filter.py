@@ -26,7 +26,10 @@ from typing import Optional
 
 import numpy as np
 
+from noisy_student_tf import progress as progress_lib
 from noisy_student_tf.selftrain import shards
+from noisy_student_tf import settings
+from noisy_student_tf.settings import setting
 
 OUTPUT_PREFIX = 'balanced'
 PLOT_FILE = 'plot.png'
@@ -36,32 +39,29 @@ CONFIDENCE_KEY = 'pseudo/confidence'
 
 @dataclasses.dataclass(frozen=True)
 class FilterConfig:
-  """What ns-filter does.
-
-  input: pseudo-label records (a folder written by ns-label, a glob, or `pseudo:GLOB`).
-  output_dir: where the balanced shards, stats.json and plot.png go.
-  threshold: keep records whose confidence is >= threshold (paper: 0.3), in [0, 1].
-  per_class: K, the number of records per class after balancing; None keeps every record above
-    the threshold (no balancing).
-  duplicate: when balancing, duplicate the records of classes with fewer than K up to K.
-  num_shards: number of output shards.
-  num_classes: class count (default: from the labeler's stats.json next to the input, else the
-    largest label seen + 1).
-  seed: seeds which records get the extra copy when K is not a multiple of a class's count.
-  read_batch: records parsed per step.
-  """
-  input: str
-  output_dir: str
-  threshold: float = 0.3
-  per_class: Optional[int] = None
-  duplicate: bool = True
-  num_shards: int = 8
-  num_classes: Optional[int] = None
-  seed: int = 0
-  read_batch: int = 8192
+  """What ns-filter does (each field's help: settings.help_of)."""
+  input: str = setting('', 'Pseudo-label records written by ns-label: a folder, a glob '
+                       '(DIR/*.tfrecord) or pseudo:GLOB.')
+  output_dir: str = setting('', 'Where the balanced shards, stats.json and plot.png go.')
+  threshold: float = setting(0.3, "Keep records whose teacher confidence is >= this, in [0, 1] "
+                             '(paper: 0.3).')
+  per_class: Optional[int] = setting(None, 'K: records per class after balancing (the K most '
+                                     'confident; fewer are duplicated up to K). Paper: 130000 on '
+                                     'ImageNet. Unset: no balancing, every record above the '
+                                     'threshold is kept once.')
+  duplicate: bool = setting(True, 'Duplicate the records of classes with fewer than K.')
+  num_shards: int = setting(8, 'Number of output shards.')
+  num_classes: Optional[int] = setting(None, "Number of classes (default: from the labeler's "
+                                       'stats.json next to the input, else the largest label + 1).')
+  seed: int = setting(0, 'Seed of which records get an extra copy when K is not a multiple of a '
+                      "class's count.")
+  read_batch: int = setting(8192, 'Records parsed per step.', result=False)
+  progress: str = setting('auto', 'auto = a bar on a terminal, log lines otherwise.',
+                          choices=progress_lib.MODES, result=False)
 
   def validate(self):
     """Raises ValueError naming the first bad field."""
+    settings.check_choices(self)
     if not (isinstance(self.threshold, (int, float)) and 0.0 <= self.threshold <= 1.0):
       raise ValueError(f'threshold must be in [0, 1], got {self.threshold!r}')
     if self.per_class is not None and not (isinstance(self.per_class, int) and self.per_class > 0):
@@ -73,6 +73,8 @@ class FilterConfig:
       raise ValueError(f'num_classes must be positive, got {self.num_classes!r}')
     if not self.read_batch > 0:
       raise ValueError(f'read_batch must be positive, got {self.read_batch!r}')
+    if not self.input:
+      raise ValueError('input must be set: the pseudo-label records to filter')
     if not self.output_dir:
       raise ValueError('output_dir must be set')
 
@@ -162,14 +164,26 @@ def _num_classes_from_input(files):
   return stats.get('num_classes') if stats else None
 
 
+def _num_records_from_input(files):
+  """Returns the record count of the labeler's stats.json when `files` are exactly its shards
+  (the total of pass 1's progress), else None."""
+  stats = shards.read_json(os.path.join(os.path.dirname(files[0]), shards.STATS_FILE))
+  if not stats or 'count' not in stats or sorted(stats.get('shards') or []) != sorted(
+      os.path.basename(f) for f in files):
+    return None
+  return int(stats['count'])
+
+
 def filter_records(config: FilterConfig) -> dict:
-  """Filters and balances pseudo-label records as `config` says.
+  """Filters and balances pseudo-label records as `config` says (config.progress: records per
+  second of both passes).
 
   Returns the stats dict also written to OUTPUT_DIR/stats.json.  Raises ValueError for bad
   settings or an input without records, before reading any record.
   """
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   config.validate()
+  progress = config.progress
   files = shards.list_record_files(config.input)
   start = time.time()
   os.makedirs(config.output_dir, exist_ok=True)
@@ -184,7 +198,9 @@ def filter_records(config: FilterConfig) -> dict:
   hist_in = np.zeros(shards.NUM_CONFIDENCE_BINS, np.int64)
   pool = _TopKPool(k, num_classes) if k else None
   position = 0
-  for labels, conf, _ in _read_batches(files, config.read_batch):
+  for labels, conf, _ in progress_lib.track(
+      _read_batches(files, config.read_batch), 'ns-filter pass 1 (select)',
+      _num_records_from_input(files), 'records', progress, size=lambda b: len(b[0])):
     n = len(labels)
     if n and (labels.min() < 0 or (num_classes and labels.max() >= num_classes)):
       raise ValueError(f'pseudo/label out of range [0, {num_classes}) in {config.input!r}: '
@@ -197,8 +213,6 @@ def filter_records(config: FilterConfig) -> dict:
       pos = np.arange(position, position + n, dtype=np.int64)
       pool.add(labels[above], conf[above], pos[above])
     position += n
-    if position % (50 * config.read_batch) < n:
-      logging.info('ns-filter pass 1: %d records read', position)
   num_input = position
   if num_input == 0:
     raise ValueError(f'the pseudo-label records in {config.input!r} hold no record')
@@ -228,7 +242,9 @@ def filter_records(config: FilterConfig) -> dict:
   hist_out = np.zeros(shards.NUM_CONFIDENCE_BINS, np.int64)
   next_shard = 0
   position = 0
-  for labels, conf, serialized in _read_batches(files, config.read_batch, keep_serialized=True):
+  for labels, conf, serialized in progress_lib.track(
+      _read_batches(files, config.read_batch, keep_serialized=True), 'ns-filter pass 2 (copy)',
+      num_input, 'records', progress, size=lambda b: len(b[0])):
     n = len(serialized)
     if sel_pos is None:
       idx = np.flatnonzero(conf >= config.threshold)

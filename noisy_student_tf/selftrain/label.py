@@ -29,8 +29,11 @@ from typing import Optional
 import numpy as np
 
 from noisy_student_tf import model_dir as model_dir_lib
+from noisy_student_tf import progress as progress_lib
 from noisy_student_tf.data import preprocessing
 from noisy_student_tf.selftrain import shards
+from noisy_student_tf import settings
+from noisy_student_tf.settings import setting
 
 LABEL_TYPES = ('soft', 'hard')
 OUTPUT_PREFIX = 'pseudo'
@@ -44,39 +47,41 @@ _FIXED_KEYS = ('model_dir', 'unlabeled', 'label_type', 'temperature', 'top_k', '
 
 @dataclasses.dataclass(frozen=True)
 class LabelConfig:
-  """What ns-label does.
+  """What ns-label does (each field's help: settings.help_of).
 
-  model_dir: the teacher (a model dir).  unlabeled: source spec of the images to label (labels, if
-  any, are ignored except for reporting how often the teacher agrees with them).
-  output_dir: where the record shards, stats.json and plot.png go.
-  label_type: 'soft' (probabilities) or 'hard' (one-hot).  temperature: softmax temperature of
-  soft labels (> 0).  top_k: store only the k most probable classes (None: all).
-  num_shards / shard_index: split the source into num_shards shards and label only shard_index
-  (None: all of them, one after the other).
-  batch_size: images per inference batch.  resolution: test resolution (default: the teacher's).
-  weights: 'ema' (default, as the paper) or 'raw'.  generation: written into every record.
-  data_dir / label_offset: passed to open_source.
-  max_image_pixels: images with more pixels (height x width from the header) are skipped and
-  counted as too large, before decoding (0 or None: no limit).
+  Labels, if the source has any, are ignored except for reporting how often the teacher agrees
+  with them.  With shard_index None one process labels every shard not yet done.
   """
-  model_dir: str
-  unlabeled: str
-  output_dir: str
-  label_type: str = 'soft'
-  temperature: float = 1.0
-  top_k: Optional[int] = None
-  num_shards: int = 1
-  shard_index: Optional[int] = None
-  batch_size: int = 256
-  resolution: Optional[int] = None
-  weights: str = 'ema'
-  generation: int = 0
-  data_dir: Optional[str] = None
-  label_offset: int = 0
-  max_image_pixels: Optional[int] = preprocessing.DEFAULT_MAX_IMAGE_PIXELS
+  model_dir: str = setting('', 'The teacher: a model dir written by ns-train.')
+  unlabeled: str = setting('', 'Source spec of the images to label, e.g. images:/data/*.jpg, '
+                           'folder:PATH, tfds:cifar10:train (labels ignored).')
+  output_dir: str = setting('', 'Where the record shards, stats.json and plot.png go.')
+  label_type: str = setting('soft', "soft: the teacher's probabilities; hard: one-hot argmax.",
+                            choices=LABEL_TYPES)
+  temperature: float = setting(1.0, 'Softmax temperature of soft labels (> 0).')
+  top_k: Optional[int] = setting(None, 'Store only the k most probable classes (ImageNet scale); '
+                                 'unset: all classes.')
+  num_shards: int = setting(1, 'Split the source into this many record shards (a rerun resumes '
+                            'by shard).')
+  shard_index: Optional[int] = setting(None, 'Label only this shard (one worker of num_shards); '
+                                       'unset: every shard not yet done.', result=False)
+  batch_size: int = setting(256, 'Images per inference batch.', result=False)
+  resolution: Optional[int] = setting(None, "Test resolution (default: the teacher's).")
+  weights: str = setting('ema', 'Which final weights of the teacher.',
+                         choices=tuple(sorted(model_dir_lib.WEIGHT_FILES)))
+  generation: int = setting(0, 'Self-training generation of the teacher (recorded in every '
+                            'record).')
+  data_dir: Optional[str] = setting(None, 'tensorflow-datasets data dir (tfds: sources).')
+  label_offset: int = setting(0, 'Subtracted from stored labels of tfrecord: sources.')
+  max_image_pixels: Optional[int] = setting(
+      preprocessing.DEFAULT_MAX_IMAGE_PIXELS, 'Skip (and count as too large) images with more '
+      'pixels, height x width read from the header before decoding. 0: no limit.')
+  progress: str = setting('auto', 'auto = a bar on a terminal, log lines otherwise.',
+                          choices=progress_lib.MODES, result=False)
 
   def validate(self):
     """Raises ValueError naming the first bad field (cheap checks, nothing read)."""
+    settings.check_choices(self)
     if self.label_type not in LABEL_TYPES:
       raise ValueError(f'label_type must be one of {LABEL_TYPES}, got {self.label_type!r}')
     if not (isinstance(self.temperature, (int, float)) and self.temperature > 0):
@@ -103,6 +108,8 @@ class LabelConfig:
       raise ValueError('output_dir must be set')
     if not self.unlabeled:
       raise ValueError('unlabeled must be a source spec such as images:DIR/*.jpg')
+    if not self.model_dir:
+      raise ValueError('model_dir must be set: the teacher model dir')
 
   def fixed(self):
     """The settings every worker of one output_dir must share, as a JSON-able dict."""
@@ -192,14 +199,19 @@ def _targets(logits, config):
   return probs.astype(np.float32), confidence.astype(np.float32), label.astype(np.int64)
 
 
-def _label_shard(config, index, model_config, predict_fn, teacher_name, resolution, compare):
-  """Labels shard `index`; writes its records and stats, then renames.  Returns its stats."""
+def _label_shard(config, index, model_config, predict_fn, teacher_name, resolution, compare,
+                 bar):
+  """Labels shard `index`; writes its records and stats, then renames.  Returns its stats.
+  bar: the run's progress_lib.Progress (images, skipped ones included)."""
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   from noisy_student_tf.data import pipeline, records, sources  # pylint: disable=g-import-not-at-top
   start = time.time()
   source = sources.open_source(config.unlabeled, data_dir=config.data_dir,
                                label_offset=config.label_offset, num_shards=config.num_shards,
                                shard_index=index)
+  if bar.total is None and config.shard_index is not None:  # one shard: its size is the total
+    bar.set_total(source.num_examples)
+  bar.set_postfix(f'shard {index + 1}/{config.num_shards}')
   counter = pipeline.CorruptCounter()
   dataset = pipeline.make_eval_dataset(
       source, batch_size=config.batch_size, resolution=resolution, convention=model_config.input,
@@ -211,6 +223,7 @@ def _label_shard(config, index, model_config, predict_fn, teacher_name, resoluti
   class_counts = np.zeros(num_classes, np.int64)
   hist = np.zeros(shards.NUM_CONFIDENCE_BINS, np.int64)
   count = agree = compared = 0
+  seen_before = bar.n
   writer = tf.io.TFRecordWriter(tmp)
   try:
     for batch in dataset:
@@ -223,6 +236,7 @@ def _label_shard(config, index, model_config, predict_fn, teacher_name, resoluti
         ex.features.feature['pseudo/confidence'].float_list.value[0] = float(c)
         writer.write(ex.SerializeToString())
       count += len(label)
+      bar.update_to(seen_before + count + counter.count)
       class_counts += np.bincount(label, minlength=num_classes)
       hist += shards.confidence_histogram(confidence)
       if compare:
@@ -231,6 +245,7 @@ def _label_shard(config, index, model_config, predict_fn, teacher_name, resoluti
         compared += int(known.sum())
         agree += int((truth[known] == label[known]).sum())
     writer.close()
+    bar.update_to(seen_before + count + counter.count)
   except BaseException:
     writer.close()
     shards.remove_if_exists(tmp)
@@ -281,14 +296,27 @@ def _aggregate(config, model_config, teacher_name, resolution):
   return stats
 
 
+def _images_to_label(config, source, todo):
+  """The number of images of the shards in `todo` (the progress total), None when unknown here
+  (one shard_index: _label_shard sets it from the shard)."""
+  if config.shard_index is not None or source.num_examples is None:
+    return None
+  done = [shards.read_json(_shard_stats_path(config.output_dir, i, config.num_shards))
+          for i in range(config.num_shards) if i not in todo]
+  return source.num_examples - sum(
+      p['count'] + p['corrupt_skipped'] + p.get('too_large_skipped', 0) for p in done)
+
+
 def label(config: LabelConfig) -> dict:
-  """Labels the unlabeled source with the teacher, as `config` says.
+  """Labels the unlabeled source with the teacher, as `config` says (config.progress: images per
+  second over the shards to label).
 
   Returns the aggregate stats (also OUTPUT_DIR/stats.json) when every shard is done, else
   {'complete': False, 'shards_done': n, 'num_shards': N}.  Raises ValueError for bad settings, a
   missing teacher, an empty source or an output_dir made with other settings, before labeling.
   """
   config.validate()
+  progress = config.progress
   try:
     model_config = model_dir_lib.read_config(config.model_dir)
   except FileNotFoundError as e:
@@ -311,8 +339,10 @@ def label(config: LabelConfig) -> dict:
     model, _ = model_dir_lib.load_model(config.model_dir, weights=config.weights,
                                         resolution=resolution)
     predict_fn = evaluator.make_predict_fn(model)
-    for i in todo:
-      _label_shard(config, i, model_config, predict_fn, teacher_name, resolution, compare)
+    with progress_lib.Progress('ns-label', _images_to_label(config, source, todo), 'images',
+                               progress) as bar:
+      for i in todo:
+        _label_shard(config, i, model_config, predict_fn, teacher_name, resolution, compare, bar)
   done = sum(shard_done(config.output_dir, i, config.num_shards) for i in range(config.num_shards))
   if done < config.num_shards:
     logging.info('ns-label: %d of %d shards done; stats.json comes with the last one', done,

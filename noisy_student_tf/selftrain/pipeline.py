@@ -6,9 +6,11 @@
                  data; the student is the next teacher.
 
 Work dir layout (every stage is skipped when its outputs are complete, and the stages that can
-be interrupted resume on their own: the trainer from its checkpoints, the labeler by shard):
+be interrupted resume on their own: the trainer from its checkpoints, the labeler by shard; a
+stage made with other settings stops the rerun, see stages.py and --restart_from):
 
-  W/pipeline_config.json   the settings of the run
+  W/pipeline_config.json   the settings of the run (the whole PipelineConfig tree)
+  W/stages/<stage>.json    what each stage was made with (its fingerprint)
   W/data/                  the labeled / unlabeled split (only with labeled_per_class)
   W/gen<g>/model/          the generation's model dir (ns-train)
   W/gen<g>/eval.json       its test accuracy
@@ -19,21 +21,22 @@ be interrupted resume on their own: the trainer from its checkpoints, the labele
 """
 
 import dataclasses
-import json
 import logging
-import math
 import os
 import time
 import warnings
-from typing import Optional, Tuple
+from typing import Any, Dict, Optional, Tuple
 
 from noisy_student_tf import model_dir as model_dir_lib
 from noisy_student_tf import models
-from noisy_student_tf.data import preprocessing
+from noisy_student_tf import settings
 from noisy_student_tf.selftrain import filter as filter_lib
 from noisy_student_tf.selftrain import label as label_lib
 from noisy_student_tf.selftrain import shards
 from noisy_student_tf.selftrain import split as split_lib
+from noisy_student_tf.selftrain import stages
+from noisy_student_tf.settings import setting
+from noisy_student_tf.train import trainer
 
 REPORT_JSON = 'report.json'
 REPORT_MD = 'report.md'
@@ -42,93 +45,84 @@ CONFIG_FILE = 'pipeline_config.json'
 TIMES_FILE = 'stage_seconds.json'
 
 
+# TrainConfig fields the pipeline sets per generation (from models / widths / depths and the work
+# dir), never taken from the teacher or student settings.
+PIPELINE_OWNED = ('model_dir', 'pseudo', 'model', 'width', 'depth', 'source_cache_dir')
+# TrainConfig fields with one value for every stage (data, labels, image limits): set on the
+# teacher (--X), never per student.
+SHARED_ONLY = ('labeled', 'eval_data', 'data_dir', 'label_offset', 'num_classes', 'scan_records',
+               'max_image_pixels')
+# LabelConfig / FilterConfig fields the pipeline fills per generation.
+LABEL_OWNED = ('model_dir', 'output_dir', 'shard_index', 'generation', 'data_dir', 'label_offset',
+               'max_image_pixels')
+FILTER_OWNED = ('input', 'output_dir', 'num_classes')
+# What a student changes from the teacher's settings unless told otherwise: the paper's noise
+# (RandAugment 2 ops at magnitude 27) and a length in passes over the pseudo-labeled set.
+STUDENT_DEFAULTS = {'randaug_layers': 2, 'randaug_magnitude': 27.0, 'epochs_over': 'pseudo'}
+_LENGTH = ('train_steps', 'epochs')
+
+
+def default_train_settings():
+  """The pipeline's training defaults (small-run friendly; the recipes set the paper's)."""
+  return trainer.TrainConfig(batch_size=64, optimizer='momentum', base_learning_rate=0.1,
+                             lr_schedule='cosine', warmup_epochs=1.0, ema_decay=0.999,
+                             checkpoint_every=500, progress='log')
+
+
 @dataclasses.dataclass(frozen=True)
 class PipelineConfig:
-  """Every setting of one ns-pipeline run.
+  """Every setting of one ns-pipeline run, as a tree.
 
-  Data: `labeled`, `unlabeled`, `eval_data` are source specs; with `labeled_per_class` N, only N
-  images per class of `labeled` keep their labels (seed `split_seed`) and the rest of it is the
-  unlabeled data (then `unlabeled` must be unset).  `num_classes`, `scan_records`: the class
-  count of tfrecord: sources, given or scanned once (cached in W/data/source_stats); `flip`:
-  random horizontal flips in training (off for digits).
-  Models: `models` names one model per generation (generation 0 is the teacher); a single name is
-  used for every generation; `widths` / `depths` (one value, or one per generation) override the
-  named scaling; `resolution`, `small_image` apply to all.  `generations`: student rounds.
-  `teacher_model_dir`: use this trained model as generation 0 instead of training one.
-  Training (both): batch_size (labeled images per step), optimizer, base_learning_rate (per 256
-  labeled images), lr_schedule (lr_decay_epochs, lr_decay_factor for 'exponential'), warmup_epochs, weight_decay, label_smoothing, ema_decay, precision,
-  jit_compile, strategy, seed, checkpoint_every.
-  Teacher: teacher_steps or teacher_epochs (over the labeled data), teacher_dropout,
-  teacher_drop_path_rate, teacher_randaug_layers / _magnitude.
-  Student: student_steps or student_epochs (over the filtered pseudo-labeled set),
-  unlabeled_ratio (pseudo rows per labeled row), student_dropout, student_drop_path_rate,
-  student_randaug_layers / _magnitude, student_learning_rate (default base_learning_rate),
-  student_init_from_teacher (start from the teacher's weights instead of from scratch).
-  Labels: label_type, temperature, top_k, label_shards, label_batch_size.
-  Filter: threshold, per_class (K; None: no balancing), duplicate, filter_shards.
-  Images: max_image_pixels (height x width by the header; larger images are skipped by the labeler
-  and stop a training run, before decoding; 0: no limit).
+  teacher: a TrainConfig for generation 0, whose data fields (labeled, eval_data, data_dir,
+    label_offset, num_classes, scan_records, max_image_pixels) hold for every stage; its
+    model_dir / pseudo / model / width / depth are set by the pipeline (leave them default).
+  student: {TrainConfig field: value} overrides of the teacher's settings for every student, on
+    top of STUDENT_DEFAULTS (give a value to change one of those); a student train_steps or
+    epochs replaces the teacher's length.
+  label: the LabelConfig of every labeling; its `unlabeled` is the unlabeled source (unset with
+    labeled_per_class); model_dir, output_dir, generation and the data fields are filled per
+    generation.  filter: the FilterConfig of every filtering (input,
+    output_dir, num_classes filled; seed + generation).
+  The other fields: below, with their help (settings.help_of).
   """
-  work_dir: str
-  labeled: str
-  eval_data: str
-  unlabeled: Optional[str] = None
-  labeled_per_class: Optional[int] = None
-  split_seed: int = 0
-  data_dir: Optional[str] = None
-  label_offset: int = 0
-  num_classes: Optional[int] = None
-  scan_records: bool = True
-  flip: bool = True
-  models: Tuple[str, ...] = ('efficientnet-b0',)
-  generations: int = 1
-  widths: Optional[Tuple[float, ...]] = None
-  depths: Optional[Tuple[float, ...]] = None
-  resolution: Optional[int] = None
-  small_image: bool = False
-  teacher_model_dir: Optional[str] = None
-  batch_size: int = 64
-  eval_batch_size: int = 256
-  optimizer: str = 'momentum'
-  base_learning_rate: float = 0.1
-  lr_schedule: str = 'cosine'
-  lr_decay_epochs: float = 2.4
-  lr_decay_factor: float = 0.97
-  warmup_epochs: float = 1.0
-  weight_decay: float = 1e-5
-  label_smoothing: float = 0.1
-  ema_decay: float = 0.999
-  precision: str = 'float32'
-  jit_compile: bool = False
-  strategy: str = 'default'
-  seed: int = 0
-  checkpoint_every: int = 500
-  progress: str = 'log'
-  teacher_steps: Optional[int] = None
-  teacher_epochs: Optional[float] = None
-  teacher_dropout: Optional[float] = None
-  teacher_drop_path_rate: Optional[float] = None
-  teacher_randaug_layers: int = 0
-  teacher_randaug_magnitude: float = 0
-  student_steps: Optional[int] = None
-  student_epochs: Optional[float] = None
-  unlabeled_ratio: float = 1.0
-  student_dropout: Optional[float] = None
-  student_drop_path_rate: Optional[float] = None
-  student_randaug_layers: int = 2
-  student_randaug_magnitude: float = 27
-  student_learning_rate: Optional[float] = None
-  student_init_from_teacher: bool = False
-  label_type: str = 'soft'
-  temperature: float = 1.0
-  top_k: Optional[int] = None
-  label_shards: int = 4
-  label_batch_size: int = 256
-  threshold: float = 0.3
-  per_class: Optional[int] = None
-  duplicate: bool = True
-  filter_shards: int = 4
-  max_image_pixels: int = preprocessing.DEFAULT_MAX_IMAGE_PIXELS
+  work_dir: str = setting('', "Where every generation's model, pseudo-labels and the report go "
+                          '(rerun the same command to resume).')
+  labeled_per_class: Optional[int] = setting(None, 'Keep the labels of only this many images per '
+                                             'class of --labeled; the rest of it becomes the '
+                                             'unlabeled data.')
+  split_seed: int = setting(0, 'Seed of the labeled/unlabeled split.')
+  models: Tuple[str, ...] = setting(('efficientnet-b0',), 'Model per generation, teacher first '
+                                    '(e.g. b0,b0,b1); one name is used for all.')
+  generations: int = setting(1, 'Student rounds after the teacher.')
+  widths: Optional[Tuple[float, ...]] = setting(None, 'Width multiplier per generation (or one '
+                                                "for all); default: the named model's.")
+  depths: Optional[Tuple[float, ...]] = setting(None, 'Depth multiplier per generation (or one '
+                                                "for all); default: the named model's.")
+  teacher_model_dir: Optional[str] = setting(None, 'Use this trained model dir as the '
+                                             'generation-0 teacher instead of training one.')
+  student_init_from_teacher: bool = setting(False, "Start each student from its teacher's "
+                                            'weights instead of from scratch.')
+  teacher: trainer.TrainConfig = setting(default_factory=default_train_settings)
+  student: Dict[str, Any] = setting(default_factory=lambda: dict(STUDENT_DEFAULTS))
+  label: label_lib.LabelConfig = setting(default_factory=lambda: label_lib.LabelConfig(
+      num_shards=4, progress='log'))
+  filter: filter_lib.FilterConfig = setting(default_factory=lambda: filter_lib.FilterConfig(
+      num_shards=4, progress='log'))
+
+  @property
+  def labeled(self):
+    """The labeled source spec the user gave (before any labeled_per_class split)."""
+    return self.teacher.labeled
+
+  @property
+  def unlabeled(self):
+    """The unlabeled source spec the user gave (label.unlabeled; unset with labeled_per_class)."""
+    return self.label.unlabeled or None
+
+  @property
+  def eval_data(self):
+    """The labeled test source every generation is scored on."""
+    return self.teacher.eval_data
 
   def validate(self):
     """Raises ValueError naming the first bad field (cheap: nothing is read or trained)."""
@@ -157,30 +151,44 @@ class PipelineConfig:
                          f'({n} for generations={self.generations}), got {len(value)}: {value!r}')
     if not self.models:
       raise ValueError('models must name at least one model, e.g. efficientnet-b0')
-    for g in range(n):
-      models.make_config(self.model_name(g), 10, **self.model_overrides(g))  # raises when bad
-    if self.teacher_model_dir is None and (self.teacher_steps is None) == (self.teacher_epochs is None):
-      raise ValueError(f'give exactly one of teacher_steps and teacher_epochs, got '
-                       f'{self.teacher_steps!r} and {self.teacher_epochs!r}')
-    if (self.student_steps is None) == (self.student_epochs is None):
-      raise ValueError(f'give exactly one of student_steps and student_epochs, got '
-                       f'{self.student_steps!r} and {self.student_epochs!r}')
-    for name in ('teacher_steps', 'student_steps', 'batch_size', 'label_shards', 'filter_shards',
-                 'label_batch_size', 'eval_batch_size'):
-      value = getattr(self, name)
-      if value is not None and not (isinstance(value, int) and value >= 1):
-        raise ValueError(f'{name} must be an integer >= 1, got {value!r}')
-    for name in ('teacher_epochs', 'student_epochs'):
-      value = getattr(self, name)
-      if value is not None and not value > 0:
-        raise ValueError(f'{name} must be > 0, got {value!r}')
-    if not self.unlabeled_ratio > 0:
-      raise ValueError(f'unlabeled_ratio must be > 0, got {self.unlabeled_ratio!r}')
+    self._check_templates()
     if self.teacher_model_dir and not model_dir_lib.is_complete(self.teacher_model_dir):
       raise ValueError(f'teacher_model_dir {self.teacher_model_dir!r} is not a complete model dir '
                        '(config.json and final/ema.weights.h5 expected)')
+    for g in range(n):
+      if g == 0 and self.teacher_model_dir:
+        continue
+      config = self.train_config(g, num_classes_known=False)
+      try:
+        config.validate()
+      except ValueError as e:
+        raise ValueError(f'{"teacher" if g == 0 else "student"} (generation {g}): {e}') from None
     self.label_config(0).validate()
     self.filter_config(0).validate()
+
+  def _check_templates(self):
+    defaults = trainer.TrainConfig()
+    for name in PIPELINE_OWNED:
+      if getattr(self.teacher, name) != getattr(defaults, name):
+        raise ValueError(f'teacher.{name} is set by the pipeline per generation (models, widths, '
+                         f'depths, work_dir); got {getattr(self.teacher, name)!r}')
+    fields = {f.name for f in dataclasses.fields(trainer.TrainConfig)}
+    for name in self.student:
+      if name not in fields:
+        raise ValueError(f'student.{name} is not a training setting (TrainConfig fields: '
+                         f'{sorted(fields)})')
+      if name in PIPELINE_OWNED or name in SHARED_ONLY:
+        raise ValueError(f'student.{name} cannot differ from the teacher\'s: it is '
+                         f'{"set by the pipeline" if name in PIPELINE_OWNED else "one value for every stage"}')
+    if self.student_init_from_teacher and self.student.get('init_checkpoint'):
+      raise ValueError('give student_init_from_teacher or student.init_checkpoint, not both')
+    for cls, template, owned in ((label_lib.LabelConfig, self.label, LABEL_OWNED),
+                                 (filter_lib.FilterConfig, self.filter, FILTER_OWNED)):
+      blank = cls()
+      for name in owned:
+        if getattr(template, name) != getattr(blank, name):
+          raise ValueError(f'{cls.__name__}.{name} is set by the pipeline; got '
+                           f'{getattr(template, name)!r}')
 
   def model_name(self, generation):
     """The model name of `generation` (0 = teacher)."""
@@ -188,13 +196,7 @@ class PipelineConfig:
 
   def model_overrides(self, generation):
     """EfficientNetConfig overrides of `generation`'s model."""
-    out = {'small_image': self.small_image}
-    if self.resolution is not None:
-      out['resolution'] = self.resolution
-    for name, values in (('width', self.widths), ('depth', self.depths)):
-      if values:
-        out[name] = values[generation if len(values) > 1 else 0]
-    return out
+    return self.train_config(generation, num_classes_known=False).model_overrides()
 
   def gen_dir(self, generation):
     """W/gen<g>."""
@@ -206,22 +208,52 @@ class PipelineConfig:
       return self.teacher_model_dir
     return os.path.join(self.gen_dir(generation), 'model')
 
+  def role_settings(self, generation):
+    """The TrainConfig template of `generation`: the teacher's, or it with the student's
+    overrides (a student length given replaces the teacher's)."""
+    if generation == 0:
+      return self.teacher
+    overrides = {**STUDENT_DEFAULTS, **self.student}
+    if any(k in self.student for k in _LENGTH):
+      for k in _LENGTH:
+        overrides.setdefault(k, None)
+    return dataclasses.replace(self.teacher, **overrides)
+
+  def train_config(self, generation, num_classes_known=True):
+    """The ns-train settings of `generation` (0 = teacher on labels only).
+
+    num_classes_known=False gives a config for validation before the teacher exists (a student's
+    init from its teacher is left out)."""
+    base = self.role_settings(generation)
+    per_gen = {}
+    for name, values in (('width', self.widths), ('depth', self.depths)):
+      if values:
+        per_gen[name] = values[generation if len(values) > 1 else 0]
+    init = base.init_checkpoint
+    if generation > 0 and self.student_init_from_teacher:
+      init = self.model_dir(generation - 1) if num_classes_known else None
+    pseudo = None
+    if generation > 0:
+      pseudo = 'pseudo:' + os.path.join(self.gen_dir(generation - 1), 'balanced', '*.tfrecord')
+    return dataclasses.replace(
+        base, model_dir=self.model_dir(generation), labeled=self.labeled_spec(),
+        model=self.model_name(generation), source_cache_dir=self.source_cache_dir(),
+        seed=base.seed + 1000 * generation, pseudo=pseudo, init_checkpoint=init, **per_gen)
+
   def label_config(self, generation):
     """ns-label's settings for the pseudo-labels made by `generation`'s model."""
-    return label_lib.LabelConfig(
-        model_dir=self.model_dir(generation), unlabeled=self.unlabeled_spec(),
-        output_dir=os.path.join(self.gen_dir(generation), 'pseudo'), label_type=self.label_type,
-        temperature=self.temperature, top_k=self.top_k, num_shards=self.label_shards,
-        batch_size=self.label_batch_size, generation=generation, data_dir=self.data_dir,
-        label_offset=self.label_offset, max_image_pixels=self.max_image_pixels)
+    return dataclasses.replace(
+        self.label, model_dir=self.model_dir(generation), unlabeled=self.unlabeled_spec(),
+        output_dir=os.path.join(self.gen_dir(generation), 'pseudo'), generation=generation,
+        data_dir=self.teacher.data_dir, label_offset=self.teacher.label_offset,
+        max_image_pixels=self.teacher.max_image_pixels)
 
   def filter_config(self, generation):
     """ns-filter's settings for `generation`'s pseudo-labels."""
-    return filter_lib.FilterConfig(
-        input=os.path.join(self.gen_dir(generation), 'pseudo'),
-        output_dir=os.path.join(self.gen_dir(generation), 'balanced'), threshold=self.threshold,
-        per_class=self.per_class, duplicate=self.duplicate, num_shards=self.filter_shards,
-        seed=self.seed + generation)
+    return dataclasses.replace(
+        self.filter, input=os.path.join(self.gen_dir(generation), 'pseudo'),
+        output_dir=os.path.join(self.gen_dir(generation), 'balanced'),
+        seed=self.filter.seed + generation)
 
   def source_cache_dir(self):
     """W/data/source_stats: the cached label scans of record sources."""
@@ -243,47 +275,29 @@ class PipelineConfig:
       return self.unlabeled
     return split_lib.unlabeled_spec(self.split_dir())
 
+  def flag_of(self, stage, name):
+    """The ns-pipeline flag that sets setting `name` of `stage` (a stages.stage_ids entry)."""
+    kind = stage.split('/')[-1]
+    if kind == 'split' or name in SHARED_ONLY:
+      return f'--{name}'
+    if kind == 'train':
+      if name in ('model', 'width', 'depth', 'teacher_model_dir'):
+        return f'--{name}s' if name != 'teacher_model_dir' else f'--{name}'
+      if name == 'init_checkpoint' and stage != 'gen0/train' and self.student_init_from_teacher:
+        return '--student_init_from_teacher'
+      return f'--{"teacher" if stage == "gen0/train" else "student"}.{name}'
+    if kind == 'label' and name == 'unlabeled':
+      return '--unlabeled'
+    return f'--{kind}.{name}'
 
-def _train_config(config: PipelineConfig, generation, num_pseudo=None):
-  """The ns-train settings of `generation` (0 = teacher on labels only)."""
-  from noisy_student_tf.train import trainer  # pylint: disable=g-import-not-at-top
-  overrides = config.model_overrides(generation)
-  common = dict(
-      model_dir=config.model_dir(generation), labeled=config.labeled_spec(),
-      eval_data=config.eval_data, data_dir=config.data_dir, label_offset=config.label_offset,
-      num_classes=config.num_classes, scan_records=config.scan_records,
-      source_cache_dir=config.source_cache_dir(), flip=config.flip,
-      model=config.model_name(generation), width=overrides.get('width'),
-      depth=overrides.get('depth'), resolution=overrides.get('resolution'),
-      small_image=config.small_image, batch_size=config.batch_size,
-      eval_batch_size=config.eval_batch_size, optimizer=config.optimizer,
-      lr_schedule=config.lr_schedule, lr_decay_epochs=config.lr_decay_epochs,
-      lr_decay_factor=config.lr_decay_factor, warmup_epochs=config.warmup_epochs,
-      weight_decay=config.weight_decay, label_smoothing=config.label_smoothing,
-      ema_decay=config.ema_decay, precision=config.precision, jit_compile=config.jit_compile,
-      strategy=config.strategy, seed=config.seed + 1000 * generation,
-      checkpoint_every=config.checkpoint_every, log_every=max(1, min(100, config.checkpoint_every)),
-      progress=config.progress, max_image_pixels=config.max_image_pixels)
-  if generation == 0:
-    return trainer.TrainConfig(
-        **common, train_steps=config.teacher_steps, epochs=config.teacher_epochs,
-        base_learning_rate=config.base_learning_rate, dropout=config.teacher_dropout,
-        drop_path_rate=config.teacher_drop_path_rate,
-        randaug_layers=config.teacher_randaug_layers,
-        randaug_magnitude=config.teacher_randaug_magnitude)
-  steps = config.student_steps
-  if steps is None:
-    pseudo_rows = max(1, int(round(config.unlabeled_ratio * config.batch_size)))
-    steps = max(1, int(math.ceil(config.student_epochs * num_pseudo / pseudo_rows)))
-  balanced = os.path.join(config.gen_dir(generation - 1), 'balanced')
-  return trainer.TrainConfig(
-      **common, train_steps=steps, pseudo='pseudo:' + os.path.join(balanced, '*.tfrecord'),
-      unlabeled_ratio=config.unlabeled_ratio,
-      base_learning_rate=config.student_learning_rate or config.base_learning_rate,
-      dropout=config.student_dropout, drop_path_rate=config.student_drop_path_rate,
-      randaug_layers=config.student_randaug_layers,
-      randaug_magnitude=config.student_randaug_magnitude,
-      init_checkpoint=config.model_dir(generation - 1) if config.student_init_from_teacher else None)
+  def to_json(self):
+    """The whole tree as JSON values (pipeline_config.json)."""
+    return settings.to_json(self)
+
+  @classmethod
+  def from_json(cls, values):
+    """The inverse of to_json (e.g. of a work dir's pipeline_config.json)."""
+    return settings.from_json(cls, values)
 
 
 def check_student(teacher_dir, student_config, pseudo_classes=None):
@@ -323,33 +337,38 @@ def _record_time(config, stage, seconds):
   shards.write_json(os.path.join(config.work_dir, TIMES_FILE), times)
 
 
-def _train_stage(config, generation, num_pseudo=None):
-  """Trains and evaluates `generation` unless done; returns its eval dict."""
+def _train_stage(config, generation):
+  """Trains and evaluates `generation` unless done; returns its eval dict.
+
+  A finished model whose eval.json scored other eval data (or none) is only re-evaluated."""
   from noisy_student_tf.evaluate import evaluator  # pylint: disable=g-import-not-at-top
-  from noisy_student_tf.train import trainer  # pylint: disable=g-import-not-at-top
   eval_path = os.path.join(config.gen_dir(generation), 'eval.json')
   done = shards.read_json(eval_path)
-  if done is not None:
+  if done is not None and done.get('eval_data', config.eval_data) == config.eval_data:
     return done
   model_dir = config.model_dir(generation)
   start = time.time()
   result = {}
   if not model_dir_lib.is_complete(model_dir):
-    train_config = _train_config(config, generation, num_pseudo)
+    stages.record(config, f'gen{generation}/train')
+    train_config = config.train_config(generation)
     if generation > 0:
       student = models.make_config(config.model_name(generation),
                                    model_dir_lib.read_config(config.model_dir(0)).model.num_classes,
                                    **config.model_overrides(generation))
       check_student(config.model_dir(generation - 1), student)
-    logging.info('ns-pipeline: training generation %d (%s) for %s steps', generation,
-                 train_config.model, train_config.train_steps or f'{train_config.epochs} epochs of')
+    logging.info('ns-pipeline: training generation %d (%s) for %s', generation,
+                 train_config.model, f'{train_config.train_steps} steps' if train_config.train_steps
+                 else f'{train_config.epochs} epochs over the {train_config.epochs_over} examples')
     result = trainer.train(train_config)
     _record_time(config, f'gen{generation}/train', time.time() - start)
   if 'top1' not in result:
-    result = evaluator.evaluate_model_dir(model_dir, config.eval_data, data_dir=config.data_dir,
-                                          label_offset=config.label_offset,
-                                          batch_size=config.eval_batch_size)
-  ev = {'top1': result['top1'], 'top5': result['top5'],
+    teacher = config.teacher
+    result = evaluator.evaluate_model_dir(model_dir, config.eval_data, data_dir=teacher.data_dir,
+                                          label_offset=teacher.label_offset,
+                                          batch_size=teacher.eval_batch_size,
+                                          progress=teacher.progress)
+  ev = {'top1': result['top1'], 'top5': result['top5'], 'eval_data': config.eval_data,
         'num_examples': result.get('num_eval_examples', result.get('num_examples'))}
   shards.write_json(eval_path, ev)
   return ev
@@ -359,11 +378,13 @@ def _label_filter_stage(config, generation):
   """Labels with `generation`'s model and filters, unless done; returns (label, filter) stats."""
   lc, fc = config.label_config(generation), config.filter_config(generation)
   if not label_lib.is_complete(lc.output_dir):
+    stages.record(config, f'gen{generation}/label')
     start = time.time()
     label_lib.label(lc)
     _record_time(config, f'gen{generation}/label', time.time() - start)
   label_stats = shards.read_json(os.path.join(lc.output_dir, shards.STATS_FILE))
   if not filter_lib.is_complete(fc.output_dir):
+    stages.record(config, f'gen{generation}/filter')
     start = time.time()
     filter_lib.filter_records(fc)
     _record_time(config, f'gen{generation}/filter', time.time() - start)
@@ -393,44 +414,48 @@ def _write_report(config, rows):
   return '\n'.join(lines)
 
 
-def _check_same_run(config):
-  """Refuses a work dir started with other data or models; writes pipeline_config.json."""
-  path = os.path.join(config.work_dir, CONFIG_FILE)
-  previous = shards.read_json(path)
-  current = json.loads(json.dumps(dataclasses.asdict(config)))
-  keys = ('labeled', 'unlabeled', 'eval_data', 'labeled_per_class', 'split_seed', 'models',
-          'widths', 'depths', 'resolution', 'small_image', 'teacher_model_dir')
-  if previous is not None:
-    diff = {k: (previous.get(k), current[k]) for k in keys if previous.get(k) != current[k]}
-    if diff:
-      raise ValueError(f'work_dir {config.work_dir!r} was started with other settings {diff} '
-                       '(old, new); use another work_dir')
-  shards.write_json(path, current)
+def _forget_times(config, removed_stages):
+  times = _times(config)
+  kept = {k: v for k, v in times.items() if k not in removed_stages}
+  if kept != times:
+    shards.write_json(os.path.join(config.work_dir, TIMES_FILE), kept)
 
 
-def run_pipeline(config: PipelineConfig) -> list:
+def run_pipeline(config: PipelineConfig, restart_from: Optional[str] = None) -> list:
   """Runs (or resumes) the whole method as `config` says.
 
+  restart_from: a stage (stages.stage_ids, or teacher / label / filter / student) to redo with
+  every stage after it; the stages before it are kept.  Without it, a stage made with other
+  settings than `config`'s stops the run before any work (stages.check).
   Returns the report rows (also W/report.json): one dict per generation with generation, model,
-  top1, top5, num_pseudo_labels, seconds and more.  Raises ValueError for bad settings, mismatched
-  class counts or an empty unlabeled source before any training.
+  top1, top5, num_pseudo_labels, seconds and more.  Raises ValueError for bad settings, changed
+  settings of a done stage, mismatched class counts or an empty unlabeled source, before any
+  training.
   """
   config.validate()
+  restart = stages.resolve(config, restart_from) if restart_from else None
+  stages.check(config, restart)
   os.makedirs(config.work_dir, exist_ok=True)
-  _check_same_run(config)
+  stages.adopt_existing(config)
+  if restart:
+    stages.restart(config, restart)
+    ids = stages.stage_ids(config)
+    _forget_times(config, ids[ids.index(restart):])
+  shards.write_json(os.path.join(config.work_dir, CONFIG_FILE), config.to_json())
   if config.labeled_per_class is not None:
     start = time.time()
     if not split_lib.is_complete(config.split_dir()):
+      stages.record(config, 'split')
+      teacher = config.teacher
       info = split_lib.write_split(config.labeled, config.split_dir(), config.labeled_per_class,
-                                   config.split_seed, config.data_dir, config.label_offset)
+                                   config.split_seed, teacher.data_dir, teacher.label_offset)
       _record_time(config, 'split', time.time() - start)
       logging.info('ns-pipeline: split %s: %d labeled, %d unlabeled', config.labeled,
                    info['num_labeled'], info['num_unlabeled'])
   _check_sources(config)
   rows = []
-  num_pseudo = None
   for g in range(config.generations + 1):
-    ev = _train_stage(config, g, num_pseudo)
+    ev = _train_stage(config, g)
     times = _times(config)
     row = {'generation': g, 'model': _model_label(config, g), 'top1': ev['top1'],
            'top5': ev['top5'], 'num_pseudo_labels': 0, 'num_unique_pseudo_labels': 0,
@@ -450,10 +475,9 @@ def run_pipeline(config: PipelineConfig) -> list:
     logging.info('ns-pipeline: generation %d (%s): top-1 %.2f%%', g, row['model'], 100 * row['top1'])
     if g < config.generations:
       label_stats, filter_stats = _label_filter_stage(config, g)
-      num_pseudo = filter_stats['num_output']
-      if num_pseudo == 0:
-        raise ValueError(f'no pseudo-label of generation {g} passed the threshold {config.threshold}; '
-                         'lower threshold')
+      if filter_stats['num_output'] == 0:
+        raise ValueError(f'no pseudo-label of generation {g} passed the threshold '
+                         f'{config.filter.threshold}; lower --filter.threshold')
   logging.info('ns-pipeline report:\n%s', table)
   return rows
 
@@ -461,16 +485,17 @@ def run_pipeline(config: PipelineConfig) -> list:
 def _check_sources(config):
   """Fails early: class counts of teacher, data and eval data; an empty unlabeled source."""
   from noisy_student_tf.data import record_stats, sources  # pylint: disable=g-import-not-at-top
-  labeled = sources.open_source(config.labeled_spec(), data_dir=config.data_dir,
-                                label_offset=config.label_offset)
-  labeled = record_stats.describe(labeled, label_offset=config.label_offset,
-                                  num_classes=config.num_classes,
-                                  cache_dir=config.source_cache_dir(), scan=config.scan_records)
+  teacher = config.teacher
+  labeled = sources.open_source(config.labeled_spec(), data_dir=teacher.data_dir,
+                                label_offset=teacher.label_offset)
+  labeled = record_stats.describe(labeled, label_offset=teacher.label_offset,
+                                  num_classes=teacher.num_classes,
+                                  cache_dir=config.source_cache_dir(), scan=teacher.scan_records)
   if config.teacher_model_dir:
     teacher_classes = model_dir_lib.read_config(config.teacher_model_dir).model.num_classes
     if labeled.num_classes is not None and teacher_classes != labeled.num_classes:
       raise ValueError(f'the teacher {config.teacher_model_dir!r} has {teacher_classes} classes but '
                        f'the labeled data {config.labeled_spec()!r} (the students\' classes) has '
                        f'{labeled.num_classes}')
-  label_lib.open_unlabeled(config.unlabeled_spec(), data_dir=config.data_dir,
-                           label_offset=config.label_offset)
+  label_lib.open_unlabeled(config.unlabeled_spec(), data_dir=teacher.data_dir,
+                           label_offset=teacher.label_offset)

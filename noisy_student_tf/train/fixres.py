@@ -23,6 +23,7 @@ import numpy as np
 import tensorflow as tf
 
 from noisy_student_tf import model_dir as model_dir_lib
+from noisy_student_tf.settings import setting
 
 log = logging.getLogger(__name__)
 
@@ -43,15 +44,18 @@ class FixResConfig:
   source_dir: str
   model_dir: str
   labeled: str
-  resolution: int
-  epochs: float = 1.0
-  steps: Optional[int] = None
+  resolution: int = setting(0, 'FixRes: fine-tune --init_checkpoint at this test resolution on '
+                            'unaugmented --labeled images, writing --model_dir (0: off, train '
+                            'normally). Paper: L2 trained at 475, fine-tuned at 800.')
+  epochs: float = setting(1.5, 'FixRes: fine-tuning length in epochs of --labeled.')
+  steps: Optional[int] = setting(None, 'FixRes: fine-tuning length in steps (overrides epochs).')
   trainable_from: Optional[str] = None
   batch_size: int = 64
-  learning_rate: float = 0.01
-  momentum: float = 0.9
-  bn_momentum: float = 0.9
-  label_smoothing: float = 0.0
+  learning_rate: float = setting(0.01, 'FixRes: SGD learning rate (cosine decay to 0).')
+  momentum: float = setting(0.9, 'FixRes: SGD momentum.')
+  bn_momentum: float = setting(0.9, 'FixRes: batch-norm momentum while re-estimating the '
+                               'statistics at the new resolution.')
+  label_smoothing: float = setting(0.0, 'FixRes: label smoothing of the fine-tuning targets.')
   weights: str = 'ema'
   data_dir: Optional[str] = None
   label_offset: int = 0

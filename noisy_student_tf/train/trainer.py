@@ -22,6 +22,8 @@ import tensorflow as tf
 
 from noisy_student_tf import model_dir as model_dir_lib
 from noisy_student_tf import models
+from noisy_student_tf import settings
+from noisy_student_tf.settings import setting
 from noisy_student_tf.data import preprocessing
 from noisy_student_tf.train import callbacks, optim
 from noisy_student_tf.train import strategy as strategy_lib
@@ -29,6 +31,7 @@ from noisy_student_tf.train import strategy as strategy_lib
 log = logging.getLogger('noisy_student_tf.train')
 
 PRECISIONS = ('float32', 'mixed_bfloat16', 'mixed_float16')
+EPOCHS_OVER = ('labeled', 'pseudo')
 CKPT_DIR = 'ckpt'
 RESULT_FILE = 'train_result.json'
 METRIC_KEYS = ('loss', 'weight_decay', 'loss_labeled', 'accuracy', 'weight_sum')
@@ -38,85 +41,112 @@ METRIC_KEYS = ('loss', 'weight_decay', 'loss_labeled', 'accuracy', 'weight_sum')
 class TrainConfig:
   """Every setting of one ns-train run (defaults: the paper's supervised EfficientNet recipe).
 
-  Model: `model` (a name such as 'efficientnet-b0' or 'b0') and optional overrides width, depth,
-  resolution, dropout, drop_path_rate, small_image, bn_momentum (batch-norm moving-average
-  momentum; 0.99 by default, lower suits short runs).
-  Data: `labeled` (a source spec, see data.sources), optional `pseudo` (pseudo-label records spec)
-  with `unlabeled_ratio`, optional `eval_data` evaluated with the EMA weights every `eval_every`
-  steps (0: at the end only); `batch_size` is the GLOBAL labeled batch.  `num_classes`: the class
-  count of sources that do not say it (tfrecord:); with `scan_records` their labels are read
-  once (cached in `source_cache_dir`, default MODEL_DIR/source_stats) to count examples and
-  classes and to check the labels against `label_offset` and `num_classes`.  `flip`: random
-  horizontal flips (off for digits and text).
-  Length: `train_steps`, or `epochs` over the labeled examples (`steps_per_epoch` overrides the
-  count for sources of unknown size).
-  Optimisation: `base_learning_rate` per 256 labeled examples, `lr_schedule` 'exponential'
-  (x `lr_decay_factor` every `lr_decay_epochs`) or 'cosine' or 'constant', `warmup_epochs`;
-  `optimizer` 'rmsprop' (decay `rmsprop_decay`, `momentum`, `epsilon`) | 'momentum' | 'adam';
-  `weight_decay` on kernels; `label_smoothing` (applied by the data pipeline to labeled targets);
-  `ema_decay`.
-  Noise: dropout, drop_path_rate, randaug_layers, randaug_magnitude.
-  Execution: `strategy` (default|mirrored|multi_worker|tpu, `tpu` address), `precision`,
-  `jit_compile`, `sync_batchnorm` (cross-replica batch statistics), `steps_per_execution` (steps
-  per tf.function call), `trainable_from` (freeze every layer before this layer name).
-  Files: `model_dir`, `init_checkpoint` (a model dir whose EMA weights start this run when there is
-  no checkpoint yet; variables are matched by name and shape), `checkpoint_every`,
-  `keep_checkpoints`, `log_every`, `progress`.
+  Each field's help (settings.help_of) says what it does; ns-train has one flag per field and
+  ns-pipeline one per field for teachers and students (--X, --teacher.X, --student.X).
   """
-  model_dir: str = ''
-  labeled: str = ''
-  model: str = 'efficientnet-b0'
-  width: Optional[float] = None
-  depth: Optional[float] = None
-  resolution: Optional[int] = None
-  dropout: Optional[float] = None
-  drop_path_rate: Optional[float] = None
-  small_image: bool = False
-  bn_momentum: Optional[float] = None
-  pseudo: Optional[str] = None
-  unlabeled_ratio: float = 1.0
-  eval_data: Optional[str] = None
-  data_dir: Optional[str] = None
-  label_offset: int = 0
-  num_classes: Optional[int] = None
-  scan_records: bool = True
-  source_cache_dir: Optional[str] = None
-  flip: bool = True
-  skip_corrupt: bool = False
-  max_image_pixels: int = preprocessing.DEFAULT_MAX_IMAGE_PIXELS
-  batch_size: int = 128
-  eval_batch_size: int = 256
-  train_steps: Optional[int] = None
-  epochs: Optional[float] = None
-  steps_per_epoch: Optional[int] = None
-  optimizer: str = 'rmsprop'
-  base_learning_rate: float = 0.016
-  lr_schedule: str = 'exponential'
-  lr_decay_epochs: float = 2.4
-  lr_decay_factor: float = 0.97
-  warmup_epochs: float = 5.0
-  rmsprop_decay: float = 0.9
-  momentum: float = 0.9
-  epsilon: float = 1e-3
-  weight_decay: float = 1e-5
-  label_smoothing: float = 0.1
-  ema_decay: float = 0.9999
-  randaug_layers: int = 0
-  randaug_magnitude: float = 0.0
-  precision: str = 'float32'
-  jit_compile: bool = False
-  strategy: str = 'default'
-  tpu: Optional[str] = None
-  sync_batchnorm: bool = False
-  steps_per_execution: int = 1
-  trainable_from: Optional[str] = None
-  init_checkpoint: Optional[str] = None
-  seed: int = 0
-  checkpoint_every: int = 1000
-  keep_checkpoints: int = 3
-  log_every: int = 100
-  eval_every: int = 0
-  progress: str = 'auto'
+  # Files.
+  model_dir: str = setting('', 'Where checkpoints (ckpt/), TensorBoard logs and the trained '
+                           'model go.')
+  init_checkpoint: Optional[str] = setting(
+      None, 'A model dir whose EMA weights start this run (when there is no checkpoint yet): '
+      'variables are matched by name and shape, so a model with other classes (e.g. a converted '
+      '1000-class Noisy Student checkpoint) gives everything but its classifier; the log lists '
+      'what was loaded and what was not. Its input convention is kept.')
+  # Data.
+  labeled: str = setting('', 'Labeled training source: folder:PATH, tfds:NAME[:SPLIT], '
+                         'tfrecord:GLOB, images:GLOB, digits[:train|test].')
+  pseudo: Optional[str] = setting(None, 'Pseudo-labeled records for a student: pseudo:GLOB '
+                                  '(written by ns-label / ns-filter).')
+  unlabeled_ratio: float = setting(1.0, 'Pseudo-labeled rows per labeled row in each batch '
+                                   '(paper: 1 for B0, 3 for B7 and larger).')
+  eval_data: Optional[str] = setting(None, 'Labeled source evaluated with the EMA weights (every '
+                                     '--eval_every steps, and at the end).')
+  data_dir: Optional[str] = setting(None, 'tensorflow-datasets data dir for tfds: sources.')
+  label_offset: int = setting(0, 'Subtracted from stored labels of tfrecord: sources (1 for '
+                              '1-based ImageNet records).')
+  num_classes: Optional[int] = setting(None, 'Class count of sources that do not say it '
+                                       '(tfrecord:); default: from the label scan.')
+  scan_records: bool = setting(True, 'Read the labels of tfrecord: sources once (cached) to count '
+                               'examples and classes and check labels against --label_offset / '
+                               '--num_classes.')
+  source_cache_dir: Optional[str] = setting(None, 'Where label scans are cached (default: '
+                                            'MODEL_DIR/source_stats).', result=False)
+  flip: bool = setting(True, 'Random horizontal flips of training images (turn off for digits '
+                       'and text).')
+  skip_corrupt: bool = setting(False, 'Skip undecodable labeled images instead of failing.')
+  max_image_pixels: int = setting(
+      preprocessing.DEFAULT_MAX_IMAGE_PIXELS, 'Refuse images with more pixels (height x width, '
+      'read from the header before decoding) like corrupt ones: skipped with --skip_corrupt, '
+      'else the run stops naming them. 0: no limit.')
+  # Model.
+  model: str = setting('efficientnet-b0', 'Model name: efficientnet-b0 ... efficientnet-b7, '
+                       'efficientnet-l2, efficientnet-l2-475 (or short b0).')
+  width: Optional[float] = setting(None, 'Width multiplier override (default: the named model\'s).')
+  depth: Optional[float] = setting(None, 'Depth multiplier override (default: the named model\'s).')
+  resolution: Optional[int] = setting(None, 'Training resolution in pixels (default: the named '
+                                      'model\'s).')
+  dropout: Optional[float] = setting(None, 'Dropout rate before the classifier (default: the '
+                                     'named model\'s).')
+  drop_path_rate: Optional[float] = setting(None, 'Stochastic-depth drop rate of the last block '
+                                            '(default 0.2 = survival 0.8).')
+  small_image: bool = setting(False, 'Stride 1 in stages 2 and 3, for 32x32 images (CIFAR, SVHN).')
+  bn_momentum: Optional[float] = setting(None, 'Batch-norm moving-average momentum (default '
+                                         '0.99; lower suits short runs).')
+  # Length.
+  batch_size: int = setting(128, 'Global labeled batch size (summed over all replicas).')
+  eval_batch_size: int = setting(256, 'Batch size of evaluation.', result=False)
+  train_steps: Optional[int] = setting(None, 'Training length in steps (give this or --epochs).')
+  epochs: Optional[float] = setting(None, 'Training length in passes over the examples '
+                                    '--epochs_over names (give this or --train_steps).')
+  epochs_over: str = setting('labeled', 'What --epochs counts passes over: the labeled examples '
+                             '(batch_size rows a step) or the pseudo-labeled ones '
+                             '(unlabeled_ratio x batch_size rows a step). Warmup and decay '
+                             'epochs always count labeled examples.', choices=EPOCHS_OVER)
+  steps_per_epoch: Optional[int] = setting(None, 'Steps per epoch, for sources whose size is '
+                                           'unknown (overrides the count).')
+  # Optimisation.
+  optimizer: str = setting('rmsprop', 'Optimizer.', choices=optim.OPTIMIZERS)
+  base_learning_rate: float = setting(0.016, 'Learning rate per 256 labeled examples (scaled by '
+                                      'batch_size / 256).')
+  lr_schedule: str = setting('exponential', 'exponential = x lr_decay_factor every '
+                             'lr_decay_epochs; cosine to 0; constant.', choices=optim.SCHEDULES)
+  lr_decay_epochs: float = setting(2.4, 'Epochs between exponential decays (paper: 2.4 for '
+                                   '350-epoch runs, 4.8 for 700).')
+  lr_decay_factor: float = setting(0.97, 'Exponential decay factor (paper: 0.97).')
+  warmup_epochs: float = setting(5.0, 'Linear learning-rate warmup, in epochs of the labeled data.')
+  rmsprop_decay: float = setting(0.9, 'RMSProp decay of the squared-gradient average (rho).')
+  momentum: float = setting(0.9, 'Momentum of RMSProp / SGD.')
+  epsilon: float = setting(1e-3, 'Optimizer epsilon (RMSProp: inside the square root).')
+  weight_decay: float = setting(1e-5, 'L2 weight decay on convolution and dense kernels.')
+  label_smoothing: float = setting(0.1, 'Label smoothing of the labeled one-hot targets.')
+  ema_decay: float = setting(0.9999, 'Decay of the exponential moving average of the weights '
+                             '(used for eval, labeling and export).')
+  # Noise.
+  randaug_layers: int = setting(0, 'RandAugment: number of ops per image (0 = off).')
+  randaug_magnitude: float = setting(0.0, 'RandAugment magnitude on the official scale (paper: '
+                                     '27 for L2).')
+  # Execution.
+  precision: str = setting('float32', 'Training precision.', choices=PRECISIONS)
+  jit_compile: bool = setting(False, 'Compile the forward and backward pass with XLA.')
+  strategy: str = setting('default', 'tf.distribute strategy (multi_worker reads TF_CONFIG).',
+                          choices=strategy_lib.STRATEGIES)
+  tpu: Optional[str] = setting(None, 'TPU name or address for --strategy=tpu (empty: local TPU '
+                               'VM).', result=False)
+  sync_batchnorm: bool = setting(False, 'Batch-norm statistics over the global batch instead of '
+                                 'per replica.')
+  steps_per_execution: int = setting(1, 'Training steps per tf.function call (less Python '
+                                     'overhead).', result=False)
+  trainable_from: Optional[str] = setting(None, 'Freeze every layer before this layer name '
+                                          '(fine-tuning).')
+  seed: int = setting(0, 'Random seed of initialisation and data order (ns-pipeline adds 1000 x '
+                      'the generation).')
+  checkpoint_every: int = setting(1000, 'Steps between checkpoints.', result=False)
+  keep_checkpoints: int = setting(3, 'How many recent checkpoints to keep.', result=False)
+  log_every: int = setting(100, 'Steps between log lines / TensorBoard summaries.', result=False)
+  eval_every: int = setting(0, 'Steps between evaluations on --eval_data (0: only at the end).',
+                            result=False)
+  progress: str = setting('auto', 'auto = a bar on a terminal, log lines otherwise.',
+                          choices=callbacks.PROGRESS_MODES, result=False)
 
   def validate(self):
     """Raises ValueError naming the first bad field; cheap checks only (no data, no devices)."""
@@ -139,16 +169,10 @@ class TrainConfig:
         raise ValueError(f'{name} must be an integer > 0, got {value!r}')
     if self.steps_per_epoch is not None and not self.steps_per_epoch > 0:
       raise ValueError(f'steps_per_epoch must be > 0, got {self.steps_per_epoch!r}')
-    if self.precision not in PRECISIONS:
-      raise ValueError(f'precision must be one of {PRECISIONS}, got {self.precision!r}')
-    if self.strategy not in strategy_lib.STRATEGIES:
-      raise ValueError(f'strategy must be one of {strategy_lib.STRATEGIES}, got {self.strategy!r}')
-    if self.optimizer not in optim.OPTIMIZERS:
-      raise ValueError(f'optimizer must be one of {optim.OPTIMIZERS}, got {self.optimizer!r}')
-    if self.lr_schedule not in optim.SCHEDULES:
-      raise ValueError(f'lr_schedule must be one of {optim.SCHEDULES}, got {self.lr_schedule!r}')
-    if self.progress not in callbacks.PROGRESS_MODES:
-      raise ValueError(f'progress must be one of {callbacks.PROGRESS_MODES}, got {self.progress!r}')
+    settings.check_choices(self)
+    if self.epochs_over == 'pseudo' and not self.pseudo:
+      raise ValueError("epochs_over='pseudo' counts passes over pseudo-labeled records, but no "
+                       'pseudo source is set')
     if not self.base_learning_rate > 0:
       raise ValueError(f'base_learning_rate must be > 0, got {self.base_learning_rate!r}')
     if not 0 <= self.ema_decay < 1:
@@ -234,8 +258,9 @@ def _open_sources(config):
   if config.init_checkpoint:
     init = model_dir_lib.read_config(config.init_checkpoint)
     if init.model.num_classes != labeled.num_classes:
-      raise ValueError(f'init_checkpoint {config.init_checkpoint!r} has {init.model.num_classes} '
-                       f'classes but the labeled data {config.labeled!r} has {labeled.num_classes}')
+      log.info('init_checkpoint %r has %d classes, the labeled data %d: its classifier is left '
+               'out, a new one is initialised', config.init_checkpoint, init.model.num_classes,
+               labeled.num_classes)
   return _Data(labeled, pseudo, evaluation, labeled.num_classes, labeled.class_names)
 
 
@@ -248,10 +273,17 @@ def steps_per_epoch(config, labeled):
   return labeled.num_examples / config.batch_size
 
 
-def total_steps(config, labeled):
-  """The run's length in steps: train_steps, or ceil(epochs * steps_per_epoch)."""
+def total_steps(config, labeled, pseudo=None):
+  """The run's length in steps: train_steps, or ceil(epochs * steps per epoch), an epoch being a
+  pass over the labeled examples or, with epochs_over='pseudo', over the pseudo-labeled ones."""
   if config.train_steps is not None:
     return config.train_steps
+  if config.epochs_over == 'pseudo':
+    if pseudo is None or not pseudo.num_examples:
+      raise ValueError(f'the size of the pseudo-labeled source {config.pseudo!r} is unknown: '
+                       'give train_steps')
+    rows = _rows_per_batch(config) - config.batch_size
+    return max(1, int(math.ceil(config.epochs * pseudo.num_examples / rows)))
   return max(1, int(math.ceil(config.epochs * steps_per_epoch(config, labeled))))
 
 
@@ -303,7 +335,11 @@ def _train_dataset_fn(config, data, convention, resolution, small_image, strateg
 
 
 def _copy_by_path(model, values, what):
-  """Assigns numpy `values` {path: array} to the model's variables of the same path and shape."""
+  """Assigns numpy `values` {path: array} to the model's variables of the same path and shape.
+
+  Returns the number copied; logs every variable left as initialised (absent or of another
+  shape) and every value that matched no variable.  Raises ValueError when nothing matches.
+  """
   copied, skipped = 0, []
   for v in model.weights:
     value = values.get(v.path)
@@ -311,12 +347,15 @@ def _copy_by_path(model, values, what):
       v.assign(value)
       copied += 1
     else:
-      skipped.append(v.path)
+      reason = 'absent' if value is None else f'shape {tuple(value.shape)} != {tuple(v.shape)}'
+      skipped.append(f'{v.path} ({reason})')
   if not copied:
     raise ValueError(f'no variable of {what} matches the model by name and shape')
   if skipped:
-    log.warning('%s: %d variables not found or of another shape, left as initialised (e.g. %s)',
-                what, len(skipped), skipped[:3])
+    unused = sorted(set(values) - {v.path for v in model.weights})
+    log.warning('%s: loaded %d of %d variables; left as initialised: %s%s', what, copied,
+                len(model.weights), ', '.join(skipped),
+                f'; not used from it: {", ".join(unused)}' if unused else '')
   return copied
 
 
@@ -457,7 +496,8 @@ def _evaluate(plain, ema_values, data, config, convention, model_config, predict
       data.evaluation, batch_size=config.eval_batch_size, resolution=model_config.resolution,
       convention=convention, small_image=model_config.small_image, skip_corrupt=config.skip_corrupt,
       max_image_pixels=config.max_image_pixels)
-  return evaluator.evaluate_model(plain, dataset, predict_fn)
+  return evaluator.evaluate_model(plain, dataset, predict_fn, total=data.evaluation.num_examples,
+                                  progress=config.progress)
 
 
 def train(config: TrainConfig) -> dict:
@@ -479,7 +519,7 @@ def train(config: TrainConfig) -> dict:
   if rows % strategy.num_replicas_in_sync:
     raise ValueError(f'a batch of {rows} rows (batch_size {config.batch_size} + pseudo rows) is not '
                      f'divisible by the {strategy.num_replicas_in_sync} replicas')
-  num_steps = total_steps(config, data.labeled)
+  num_steps = total_steps(config, data.labeled, data.pseudo)
   schedule = make_schedule(config, data.labeled, num_steps)
   chief = strategy_lib.is_chief(strategy)
   convention = (model_dir_lib.read_config(config.init_checkpoint).input if config.init_checkpoint
@@ -513,7 +553,8 @@ def train(config: TrainConfig) -> dict:
     log.info('initialised %d variables from %s', n, config.init_checkpoint)
 
   first_step = int(run.step.numpy())
-  reporter = callbacks.Reporter(config.model_dir, num_steps, write=chief, mode=config.progress)
+  reporter = callbacks.Reporter(config.model_dir, num_steps, write=chief, mode=config.progress,
+                                initial_step=first_step)
   result = {'step': first_step, 'resumed_from': resumed_from}
   start = time.time()
   plain, predict_fn = None, None

@@ -1,0 +1,188 @@
+"""The stages of ns-pipeline, what each was made with, and redoing them.
+
+Stages, in order: `split` (with labeled_per_class), `gen0/train` (the teacher), then per
+generation g: `gen<g>/label`, `gen<g>/filter`, `gen<g+1>/train` (the student).  Short names:
+teacher = gen0/train, label = gen0/label, filter = gen0/filter, student = gen1/train.
+
+Each stage writes its fingerprint, W/stages/<stage>.json, before it starts: the settings that
+determine its output (settings marked result=False, such as log intervals, are left out) and the
+digest of the stage before it, so a change anywhere upstream is a change here too.  A rerun
+whose settings differ from a stage's fingerprint stops before any work, naming the stage, the
+setting, both values and the --restart_from that redoes it; `restart(stage)` removes that
+stage's outputs and every later stage's, keeping the earlier ones.
+"""
+
+import logging
+import os
+import shutil
+
+from noisy_student_tf import settings
+from noisy_student_tf.selftrain import shards
+
+STAGES_DIR = 'stages'
+ALIASES = {'teacher': 'gen0/train', 'label': 'gen0/label', 'filter': 'gen0/filter',
+           'student': 'gen1/train'}
+_SHORT = {v: k for k, v in ALIASES.items()}
+
+
+def stage_ids(config):
+  """The stages of `config` in run order, e.g. ['split', 'gen0/train', 'gen0/label', ...]."""
+  ids = ['split'] if config.labeled_per_class is not None else []
+  ids.append('gen0/train')
+  for g in range(config.generations):
+    ids += [f'gen{g}/label', f'gen{g}/filter', f'gen{g + 1}/train']
+  return ids
+
+
+def resolve(config, name):
+  """The stage id that `name` (an id or a short name) means; ValueError listing the valid ones."""
+  stage = ALIASES.get(name, name)
+  ids = stage_ids(config)
+  if stage not in ids:
+    raise ValueError(f'restart_from {name!r} is not a stage of this run; stages: {ids} (or '
+                     f'{sorted(k for k, v in ALIASES.items() if v in ids)})')
+  return stage
+
+
+def short_name(stage):
+  """The name to pass to --restart_from for `stage`."""
+  return _SHORT.get(stage, stage)
+
+
+def _generation(stage):
+  return int(stage.split('/')[0][3:])
+
+
+def own_settings(config, stage):
+  """The settings that determine `stage`'s output (JSON values; paths inside the work dir are
+  left out, they follow from the work dir)."""
+  if stage == 'split':
+    return {'labeled': config.labeled, 'labeled_per_class': config.labeled_per_class,
+            'split_seed': config.split_seed, 'data_dir': config.teacher.data_dir,
+            'label_offset': config.teacher.label_offset}
+  g = _generation(stage)
+  kind = stage.split('/')[1]
+  if kind == 'train':
+    if g == 0 and config.teacher_model_dir:
+      return {'teacher_model_dir': os.path.abspath(config.teacher_model_dir)}
+    train = config.train_config(g)
+    idle = ()  # settings without effect in this run
+    if train.pseudo is None:
+      idle += ('unlabeled_ratio', 'epochs_over')
+    if not train.randaug_layers:
+      idle += ('randaug_magnitude',)
+    out = settings.result_settings(
+        train, exclude=('model_dir', 'pseudo', 'labeled', 'eval_data', 'init_checkpoint') + idle)
+    out['labeled'] = config.labeled
+    out['init_checkpoint'] = ('the teacher' if g > 0 and config.student_init_from_teacher
+                              else train.init_checkpoint)
+    return out
+  if kind == 'label':
+    out = settings.result_settings(config.label_config(g), exclude=('model_dir', 'output_dir',
+                                                                    'unlabeled'))
+    out['unlabeled'] = config.unlabeled if config.labeled_per_class is None else 'the split'
+    return out
+  return settings.result_settings(config.filter_config(g), exclude=('input', 'output_dir'))
+
+
+def fingerprints(config):
+  """{stage: {'settings': ..., 'upstream': digest of the previous stage's fingerprint}}."""
+  out, previous = {}, None
+  for stage in stage_ids(config):
+    out[stage] = {'stage': stage, 'settings': own_settings(config, stage), 'upstream': previous}
+    previous = settings.digest(out[stage])
+  return out
+
+
+def _path(config, stage):
+  return os.path.join(config.work_dir, STAGES_DIR, stage.replace('/', '_') + '.json')
+
+
+def outputs(config, stage):
+  """The files and folders `stage` writes (what restart removes)."""
+  if stage == 'split':
+    data = config.split_dir()
+    return [os.path.join(data, name) for name in ('labeled', 'unlabeled', 'split.json')]
+  g, kind = _generation(stage), stage.split('/')[1]
+  gen = config.gen_dir(g)
+  if kind == 'train':
+    own_model = not (g == 0 and config.teacher_model_dir)
+    return ([os.path.join(gen, 'model')] if own_model else []) + [os.path.join(gen, 'eval.json')]
+  return [os.path.join(gen, 'pseudo' if kind == 'label' else 'balanced')]
+
+
+def has_outputs(config, stage):
+  """True when any output of `stage` exists (the stage has started or finished)."""
+  return any(os.path.exists(p) for p in outputs(config, stage))
+
+
+def check(config, restart_from=None):
+  """Stops before any work when a stage was made with other settings than `config`'s.
+
+  Stages at or after `restart_from` (a stage id) are not compared: they are about to be redone.
+  A stage with outputs but no fingerprint (a work dir from before fingerprints) is adopted.
+  Raises ValueError naming the stage, the first differing settings (old and new value, and
+  their flags) and the --restart_from that redoes it.
+  """
+  prints = fingerprints(config)
+  ids = list(prints)
+  stop = ids.index(restart_from) if restart_from else len(ids)
+  for stage in ids[:stop]:
+    old = shards.read_json(_path(config, stage))
+    if old is None:
+      continue
+    new = prints[stage]
+    if old == new:
+      continue
+    changed = sorted(k for k in set(old['settings']) | set(new['settings'])
+                     if old['settings'].get(k) != new['settings'].get(k))
+    if changed:
+      what = '; '.join(f'{k} ({config.flag_of(stage, k)}): {old["settings"].get(k)!r} -> '
+                       f'{new["settings"].get(k)!r}' for k in changed[:5])
+    else:
+      what = 'an earlier stage was redone with other settings'
+    state = 'finished' if _finished(config, stage) else 'started'
+    raise ValueError(
+        f'work_dir {config.work_dir!r}: stage {stage} ({state}) was made with other settings: '
+        f'{what}. Rerun with --restart_from={short_name(stage)} to redo it and every stage after '
+        'it (keeping what comes before), or use another work_dir')
+
+
+def _finished(config, stage):
+  if stage == 'split':
+    return os.path.exists(os.path.join(config.split_dir(), 'split.json'))
+  g, kind = _generation(stage), stage.split('/')[1]
+  name = {'train': 'eval.json', 'label': 'pseudo/stats.json', 'filter': 'balanced/stats.json'}[kind]
+  return os.path.exists(os.path.join(config.gen_dir(g), name))
+
+
+def record(config, stage):
+  """Writes `stage`'s fingerprint (call before the stage starts work)."""
+  shards.write_json(_path(config, stage), fingerprints(config)[stage])
+
+
+def adopt_existing(config):
+  """Writes fingerprints for stages that have outputs but none (work dirs made before them)."""
+  for stage in stage_ids(config):
+    if has_outputs(config, stage) and not os.path.exists(_path(config, stage)):
+      logging.info('ns-pipeline: %s has outputs but no fingerprint: recording the current '
+                   'settings for it', stage)
+      record(config, stage)
+
+
+def restart(config, stage):
+  """Removes the outputs and fingerprints of `stage` and of every stage after it; returns the
+  removed paths.  A given teacher_model_dir is never removed."""
+  ids = stage_ids(config)
+  removed = []
+  for s in ids[ids.index(stage):]:
+    for path in outputs(config, s) + [_path(config, s)]:
+      if os.path.isdir(path):
+        shutil.rmtree(path)
+      elif os.path.exists(path):
+        os.remove(path)
+      else:
+        continue
+      removed.append(path)
+  logging.info('ns-pipeline: restart from %s removed %s', stage, removed)
+  return removed
