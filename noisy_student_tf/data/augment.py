@@ -1,185 +1,496 @@
-"""The student's input noise: RandAugment(N, M) on the official Noisy Student scale, built from
-keras-cv layers.
+"""The student's input noise: RandAugment(N, M) with the official Noisy Student ops, written
+here as TensorFlow ops on uint8 images.
 
-keras-cv's own `RandAugment` caps its magnitude at 1.0 (official level 10; the paper's M=27 for
-L2 raises ValueError), samples magnitudes from a normal distribution and lacks Rotate, Posterize,
-Sharpness, Invert, Cutout and SolarizeAdd.  So the official policy is assembled here from keras-cv
-layers in a `keras_cv.layers.RandomAugmentationPipeline` (N layers per image, each picking one of
-the 16 ops uniformly and always applying it, as the official code does: its `prob` is unused).
-Every op gets its argument from the level M exactly as google-research/noisystudent's
-randaugment.py computes it (levels run 0-10 and extrapolate linearly above 10), with a fixed
-magnitude and a random sign where the official op negates:
+The reference is google-research/noisystudent's randaugment.py (the code behind the paper's
+numbers).  Per image, N times: one of the 16 ops below is picked uniformly and always applied
+(the official per-op `prob` is drawn but unused), at the fixed level M, with a random sign
+where the official op negates its argument (Rotate, ShearX/Y, TranslateX/Y).  Levels run 0-10
+and extrapolate linearly above 10 (the paper uses N=2, M=27 for L2); every argument is computed
+from M with the official Python expressions (`op_arguments`), f = M / 10, c = 1.8 f + 0.1.
 
-  op            official argument at level M (f = M / 10)    keras-cv layer (at M = 27)
-  AutoContrast  -                                            AutoContrast
-  Equalize      -                                            Equalization
-  Invert        -                                            Solarization(threshold 0)
-  Rotate        +-30 f degrees                               RandomRotation, fixed +-angle (+-81 deg)
-  Posterize     int(4 f) bits, clamped to 1..8 (8 = no-op)   Posterization (bits 8: identity)
-  Solarize      threshold int(256 f) (>= 256: no-op)         Solarization(threshold) (identity)
-  SolarizeAdd   +int(110 f) to pixels < 128                  SolarizeAdd (keras-cv base layer)
-  Color         blend factor c = 1.8 f + 0.1                 RandomColorDegeneration(1 - c) (c 4.96)
-  Contrast      c                                            RandomContrast, factor fixed to c
-  Brightness    c (multiply)                                 MultiplyBrightness (keras-cv base layer)
-  Sharpness     c                                            RandomSharpness(1 - c)
-  ShearX/Y      +-0.3 f                                      RandomShear (+-0.81)
-  TranslateX/Y  +-f * translate_const pixels                 RandomTranslation, fixed +-fraction
-  Cutout        square of side 2 int(f * cutout_const)       RandomCutout, fixed size
-translate_const = 100 and cutout_const = 40 pixels for ImageNet-size images (so at M=27 a shift of
-270 px and a 216 px square: the official code does not scale them with the resolution); for
-small-image models (32 px) both are R // 8, and, as in the official CIFAR/SVHN recipe, a Cutout of
-side R / 2 follows RandAugment on every image.  Empty pixels are filled with gray 128; geometric
-ops use nearest-neighbour sampling, as the official code does.
+  op            official arg. at M    what the op does (uint8 in, uint8 out); fill   above M=10
+  AutoContrast  -                     per channel v*scale + offset in float32,       -
+                                      scale = 255/(hi-lo), offset = -lo*scale,
+                                      clipped, truncated; constant channel kept
+  Equalize      -                     per channel 256-bin histogram h, step =        -
+                                      (H*W - h[max]) // 255; lut = (cumsum(h) +
+                                      step//2) // step shifted right (lut[0] = 0),
+                                      clipped; v -> lut[v]; step 0: identity
+  Invert        -                     255 - v                                        -
+  Rotate        +-30 f degrees        rotation about the centre (counter-clockwise   -
+                                      for + as displayed); nearest, fill 128
+  Posterize     bits = int(4 f)       v & (0xFF << s), s = min((8-bits) mod 256, 7)  wraps (s)
+  Solarize      t = int(256 f)        v < t ? v : 255 - v                            wraps (t)
+  SolarizeAdd   a = int(110 f)        v < 128 ? min(v + a, 255) : v                  -
+  Color         c                     blend(gray, image, c), gray = TF's             -
+                                      rgb_to_grayscale of the uint8 image
+  Contrast      c                     blend(m, image, c), m = min(H*W // 256, 255):  -
+                                      the official "mean" is sum(256-bin
+                                      histogram) / 256 = pixel count / 256
+  Brightness    c                     blend(0, image, c) = trunc(clip(c * v))        -
+  Sharpness     c                     blend(smooth, image, c); smooth = kernel       -
+                                      [1 1 1; 1 5 1; 1 1 1] / 13, float32 products
+                                      summed row by row (TF's plain depthwise
+                                      conv, VALID), truncated; 1-px border kept
+  ShearX        +-0.3 f               out (x, y) <- in (x + l y, y); nearest, 128    -
+  ShearY        +-0.3 f               out (x, y) <- in (x, y + l x); nearest, 128    -
+  TranslateX    +-f * translate_const out (x, y) <- in (x + p, y); nearest, 128      -
+  TranslateY    +-f * translate_const out (x, y) <- in (x, y + p); nearest, 128      -
+  Cutout        pad = int(f *         rows [cy - pad, cy + pad) x columns [cx - pad, -
+                cutout_const)         cx + pad), clipped to the image, set to 128;
+                                      (cy, cx) uniform in [0, H) x [0, W)
 
-Known differences from the official ops: keras-cv's Contrast blends towards each channel's mean
-(PIL's intent; the official TF op blends towards pixel-count / 256, a known bug there); blends are
-computed in float and clipped rather than truncated to uint8 after every op.
+blend(a, b, c) is the official one: in float32, a + c (b - a), clipped to [0, 255] and cast
+to uint8 (truncation); c = 0 gives a, c = 1 gives b (so Color/Contrast/Brightness/Sharpness
+are the identity at M = 5).  Every colour and integer op above is bit-exact with the official
+op, at every level.  One caveat, Sharpness: the official op calls tf.nn.depthwise_conv2d, whose
+float32 rounding depends on the TensorFlow build (with oneDNN, TensorFlow's x86 default since
+2.9, it uses fused multiply-adds, moving ~0.2% of the truncated smoothed values by one level);
+here the sum is written out as elementwise float32 ops with the plain kernel's order (TF1's
+result, and the same on every machine).
+
+Geometry: the official ops call tf.contrib.image.transform/rotate/translate on the image with
+a fourth all-ones channel ("wrap"), with NEAREST sampling and zeros outside, then set every
+pixel whose fourth channel came out 0 to (128, 128, 128) ("unwrap").  With nearest sampling the
+fourth channel is 0 exactly where the sample falls outside the image, so this equals one
+`ImageProjectiveTransformV3` with NEAREST interpolation and constant fill 128, which is what
+Rotate and ShearX/Y use here (same float32 transform: contrib's rotation matrix about
+((W-1)/2, (H-1)/2); the kernel rounds input coordinates half away from zero).  Translation by
+p maps every output column x to the input column round(x + p); when that is x + s for one
+integer s (all levels of the official constants; checked in float32 at build time) it is done
+as an exact slice-and-fill, otherwise with the same transform.  Cutout fills with 128 as well:
+the official code appends its replace value [128] * 3 to every op that takes `replace`.
+
+Above level 10 ("WRAPS"): the official Posterize and Solarize pass Python ints that TensorFlow
+converts to the uint8 image dtype, so they wrap modulo 256, and TensorFlow's shift kernels
+clamp a shift to 0..7.  Posterize: s = (8 - bits) mod 256, clamped to 7, so bits 0-1 (M < 5)
+and bits >= 9 (M >= 22.5; M = 27 gives bits 10, s = 254 -> 7) keep 1 bit ([100, 180, 250] ->
+[0, 128, 128]); only bits = 8 (20 <= M < 22.5) is the identity.  Solarize: t mod 256, so
+t = 256 (M = 10), 512 (M = 20), 768 (M = 30) become 0 (a full invert) and M = 27's 691 becomes
+179 ([100, 180, 250] -> [100, 75, 5]).  `wrap_levels=False` gives the clamped variant instead
+(bits clamped to 1..8 and t to 256: Posterize is the identity from M = 20 on and Solarize from
+M = 10 on), which is not what the official code trains with.
+
+Constants: translate_const = 100 and cutout_const = 40 pixels (the official ImageNet values;
+not scaled with the resolution, so at M = 27 a shift of 270 px and a 216 px square); for
+small-image models (32 px: CIFAR-10, SVHN) the official recipe passes R // 8 for both and
+follows RandAugment with a Cutout of pad R // 4 (a square of side R / 2, fill 128) on every
+image (preprocessing.py, _cifar10_preprocess_for_train).
+
+Speed: one random draw per image; tf.switch_case runs only the picked op; colour ops are
+elementwise uint8 / float32 passes, histograms use tf.histogram_fixed_width on int32, and the
+only table lookup (a gather) is Equalize's.
 """
 
 import math
 
-import keras_cv
+import numpy as np
 import tensorflow as tf
-from keras_cv import core
-from keras_cv.layers import BaseImageAugmentationLayer
 
 MAX_LEVEL = 10.0
-FILL = 128.0
+FILL = 128
 IMAGENET_TRANSLATE_CONST = 100
 IMAGENET_CUTOUT_CONST = 40
 OP_NAMES = ('AutoContrast', 'Equalize', 'Invert', 'Rotate', 'Posterize', 'Solarize', 'Color',
             'Contrast', 'Brightness', 'Sharpness', 'ShearX', 'ShearY', 'TranslateX', 'TranslateY',
             'SolarizeAdd', 'Cutout')
-_RANGE = (0, 255)
-
-
-def _const(value):
-  """A keras-cv factor that always returns `value` (factor samplers bypass the layers' [0, 1]
-  range checks, which is how levels above 10 are expressed)."""
-  return core.ConstantFactorSampler(float(value))
-
-
-def _random_sign(generator, batch_size, shape_tail=()):
-  u = generator.uniform(shape=[batch_size, *shape_tail], minval=0.0, maxval=1.0)
-  return tf.where(u < 0.5, -1.0, 1.0)
-
-
-class SignedRotation(keras_cv.layers.RandomRotation):
-  """RandomRotation by exactly +-`degrees` (random sign) instead of a uniform angle."""
-
-  def __init__(self, degrees, **kwargs):
-    super().__init__(factor=0.0, fill_mode='constant', fill_value=FILL,
-                     interpolation='nearest', **kwargs)
-    self.degrees = float(degrees)
-
-  def get_random_transformation_batch(self, batch_size, **kwargs):
-    angle = self.degrees * math.pi / 180.0
-    return {'angles': angle * _random_sign(self._random_generator, batch_size)}
-
-
-class SignedTranslation(keras_cv.layers.RandomTranslation):
-  """RandomTranslation by exactly +-`pixels` along one axis (random sign)."""
-
-  def __init__(self, pixels, axis, resolution, **kwargs):
-    super().__init__(height_factor=0.0, width_factor=0.0, fill_mode='constant',
-                     fill_value=FILL, interpolation='nearest', **kwargs)
-    self.fraction = float(pixels) / float(resolution)
-    self.axis = axis
-
-  def get_random_transformation_batch(self, batch_size, **kwargs):
-    shift = self.fraction * _random_sign(self._random_generator, batch_size, (1,))
-    zero = tf.zeros([batch_size, 1])
-    if self.axis == 'x':
-      return {'height_translations': zero, 'width_translations': shift}
-    return {'height_translations': shift, 'width_translations': zero}
-
-
-class MultiplyBrightness(BaseImageAugmentationLayer):
-  """Official Brightness: blend with a black image, i.e. pixels * factor, clipped to [0, 255].
-  (keras-cv's RandomBrightness adds a delta instead.)"""
-
-  def __init__(self, factor, **kwargs):
-    super().__init__(**kwargs)
-    self.factor = float(factor)
-
-  def augment_image(self, image, transformation=None, **kwargs):
-    return tf.clip_by_value(image * self.factor, 0.0, 255.0)
-
-
-class SolarizeAdd(BaseImageAugmentationLayer):
-  """Official SolarizeAdd: adds `addition` to pixels below `threshold` only, clipped.
-  (keras-cv's Solarization adds to every pixel, then inverts above its threshold.)"""
-
-  def __init__(self, addition, threshold=128.0, **kwargs):
-    super().__init__(**kwargs)
-    self.addition = float(addition)
-    self.threshold = float(threshold)
-
-  def augment_image(self, image, transformation=None, **kwargs):
-    added = tf.clip_by_value(image + self.addition, 0.0, 255.0)
-    return tf.where(image < self.threshold, added, image)
+SIGNED_OPS = frozenset({'Rotate', 'ShearX', 'ShearY', 'TranslateX', 'TranslateY'})
 
 
 def op_arguments(magnitude, translate_const=IMAGENET_TRANSLATE_CONST,
                  cutout_const=IMAGENET_CUTOUT_CONST):
-  """The official argument of every op at level `magnitude` (a dict op name -> number), before
-  clamping to what the op can express."""
-  f = float(magnitude) / MAX_LEVEL
-  enhance = 1.8 * f + 0.1
+  """The official argument of every op with one at level `magnitude` (a dict op name ->
+  Python number, the unsigned value for the signed ops), computed with the official
+  expressions, before any uint8 conversion."""
+  level = float(magnitude)
+  enhance = (level / MAX_LEVEL) * 1.8 + 0.1
+  translate = (level / MAX_LEVEL) * float(translate_const)
+  shear = (level / MAX_LEVEL) * 0.3
   return {
-      'Rotate': 30.0 * f, 'Posterize': int(4 * f), 'Solarize': int(256 * f),
-      'SolarizeAdd': int(110 * f), 'Color': enhance, 'Contrast': enhance,
-      'Brightness': enhance, 'Sharpness': enhance, 'ShearX': 0.3 * f, 'ShearY': 0.3 * f,
-      'TranslateX': f * translate_const, 'TranslateY': f * translate_const,
-      'Cutout': int(f * cutout_const),
+      'Rotate': (level / MAX_LEVEL) * 30.0, 'Posterize': int((level / MAX_LEVEL) * 4),
+      'Solarize': int((level / MAX_LEVEL) * 256), 'SolarizeAdd': int((level / MAX_LEVEL) * 110),
+      'Color': enhance, 'Contrast': enhance, 'Brightness': enhance, 'Sharpness': enhance,
+      'ShearX': shear, 'ShearY': shear, 'TranslateX': translate, 'TranslateY': translate,
+      'Cutout': int((level / MAX_LEVEL) * cutout_const),
   }
 
 
-def build_ops(magnitude, resolution, translate_const=IMAGENET_TRANSLATE_CONST,
-              cutout_const=IMAGENET_CUTOUT_CONST, seed=None):
-  """The 16 official RandAugment ops at level `magnitude` as keras-cv layers (images 0-255).
+def posterize_shift(bits, wrap_levels=True):
+  """The right/left shift (0..7) the official Posterize applies for `bits`.
 
-  Returns a dict op name -> keras layer, in OP_NAMES order.
-  """
+  Officially 8 - bits is converted to uint8 (wrapping modulo 256) and TensorFlow's shift
+  kernels clamp the shift to 7.  wrap_levels=False clamps bits to 1..8 instead."""
+  if wrap_levels:
+    return min((8 - int(bits)) % 256, 7)
+  return 8 - min(8, max(1, int(bits)))
+
+
+def solarize_threshold(threshold, wrap_levels=True):
+  """The threshold the official Solarize compares uint8 pixels with (0..255, or 256 = no-op
+  in the clamped variant).  Officially the Python int is converted to uint8: modulo 256."""
+  if wrap_levels:
+    return int(threshold) % 256
+  return min(256, max(0, int(threshold)))
+
+
+# --- colour and integer ops -------------------------------------------------------------------
+
+def _as_uint8(image):
+  image = tf.convert_to_tensor(image)
+  if image.dtype != tf.uint8:
+    image = tf.cast(tf.clip_by_value(tf.round(tf.cast(image, tf.float32)), 0.0, 255.0), tf.uint8)
+  return image
+
+
+def _blend(image1, image2, factor):
+  """Official blend of two float32 images with a Python float factor, as uint8."""
+  if factor == 0.0:
+    return tf.cast(image1, tf.uint8)
+  if factor == 1.0:
+    return tf.cast(image2, tf.uint8)
+  temp = image1 + tf.constant(factor, tf.float32) * (image2 - image1)
+  return tf.cast(tf.clip_by_value(temp, 0.0, 255.0), tf.uint8)
+
+
+def autocontrast(image):
+  """Per channel, stretches [min, max] to [0, 255] (float32, truncated); constant channels
+  are left unchanged."""
+  image = _as_uint8(image)
+  lo = tf.cast(tf.reduce_min(image, axis=[0, 1]), tf.float32)
+  hi = tf.cast(tf.reduce_max(image, axis=[0, 1]), tf.float32)
+  stretch = hi > lo
+  scale = 255.0 / tf.where(stretch, hi - lo, 1.0)
+  offset = -lo * scale
+  scaled = tf.cast(image, tf.float32) * scale + offset
+  scaled = tf.cast(tf.clip_by_value(scaled, 0.0, 255.0), tf.uint8)
+  return tf.where(stretch, scaled, image)
+
+
+def equalize(image):
+  """Per channel histogram equalisation with the official (PIL) lookup table."""
+  image = _as_uint8(image)
+  pixels = tf.cast(image, tf.int32)
+  hist = tf.stack([tf.histogram_fixed_width(pixels[..., c], [0, 255], nbins=256)
+                   for c in range(3)])                                   # [3, 256]
+  top = tf.reduce_max(tf.where(hist > 0, tf.range(256), -1), axis=1)     # highest used value
+  top_count = tf.gather(hist, top, batch_dims=1)
+  step = (tf.reduce_sum(hist, axis=1) - top_count) // 255                # [3]
+  safe = tf.maximum(step, 1)[:, None]
+  lut = (tf.cumsum(hist, axis=1) + safe // 2) // safe
+  lut = tf.clip_by_value(tf.concat([tf.zeros([3, 1], tf.int32), lut[:, :-1]], axis=1), 0, 255)
+  lut = tf.where((step == 0)[:, None], tf.range(256)[None, :], lut)
+  table = tf.reshape(tf.cast(lut, tf.uint8), [768])
+  return tf.gather(table, pixels + tf.constant([0, 256, 512], tf.int32))
+
+
+def invert(image):
+  """255 - v."""
+  return tf.constant(255, tf.uint8) - _as_uint8(image)
+
+
+def posterize(image, bits, wrap_levels=True):
+  """Keeps the top 8 - shift bits of every value (shift from `posterize_shift`)."""
+  image = _as_uint8(image)
+  shift = posterize_shift(bits, wrap_levels)
+  if shift == 0:
+    return image
+  return tf.bitwise.bitwise_and(image, tf.constant((0xFF << shift) & 0xFF, tf.uint8))
+
+
+def solarize(image, threshold, wrap_levels=True):
+  """v < t ? v : 255 - v, with t from `solarize_threshold`."""
+  image = _as_uint8(image)
+  t = solarize_threshold(threshold, wrap_levels)
+  if t >= 256:
+    return image
+  inverted = tf.constant(255, tf.uint8) - image
+  if t == 0:
+    return inverted
+  return tf.where(image < tf.constant(t, tf.uint8), image, inverted)
+
+
+def solarize_add(image, addition, threshold=128):
+  """v < threshold ? clip(v + addition, 0, 255) : v (integer arithmetic, no wrap)."""
+  image = _as_uint8(image)
+  addition = int(addition)
+  if addition == 0:
+    return image
+  if addition >= 255:
+    added = tf.fill(tf.shape(image), tf.constant(255, tf.uint8))
+  elif addition > 0:
+    added = tf.where(image < tf.constant(255 - addition, tf.uint8),
+                     image + tf.constant(addition, tf.uint8), tf.constant(255, tf.uint8))
+  else:
+    added = tf.cast(tf.clip_by_value(tf.cast(image, tf.int32) + addition, 0, 255), tf.uint8)
+  return tf.where(image < tf.constant(int(threshold), tf.uint8), added, image)
+
+
+def color(image, factor):
+  """blend(grayscale, image, factor), the grayscale from tf.image.rgb_to_grayscale (uint8)."""
+  image = _as_uint8(image)
+  if factor == 1.0:
+    return image
+  gray = tf.cast(tf.image.rgb_to_grayscale(image), tf.float32)
+  return _blend(gray, tf.cast(image, tf.float32), factor)
+
+
+def contrast_degenerate(height, width):
+  """The value the official Contrast blends towards: sum(histogram) / 256 = H * W / 256,
+  truncated and clipped into uint8 (not the image mean: a bug of the official op, kept)."""
+  return min(int(height) * int(width) // 256, 255)
+
+
+def contrast(image, factor):
+  """blend(constant H*W // 256 (clipped to 255), image, factor)."""
+  image = _as_uint8(image)
+  if factor == 1.0:
+    return image
+  h, w = image.shape[0], image.shape[1]
+  if h is not None and w is not None:
+    mean = tf.constant(float(contrast_degenerate(h, w)), tf.float32)
+  else:
+    size = tf.shape(image)
+    mean = tf.cast(tf.minimum(size[0] * size[1] // 256, 255), tf.float32)
+  return _blend(mean, tf.cast(image, tf.float32), factor)
+
+
+def brightness(image, factor):
+  """blend(black, image, factor) = trunc(clip(factor * v, 0, 255))."""
+  image = _as_uint8(image)
+  if factor == 1.0:
+    return image
+  if factor == 0.0:
+    return tf.zeros_like(image)
+  scaled = tf.constant(factor, tf.float32) * tf.cast(image, tf.float32)
+  return tf.cast(tf.clip_by_value(scaled, 0.0, 255.0), tf.uint8)
+
+
+_SMOOTH_WEIGHTS = (np.array([[1, 1, 1], [1, 5, 1], [1, 1, 1]], np.float32) / np.float32(13.0))
+
+
+def smooth(image):
+  """The official Sharpness degenerate inside the 1-pixel border, float32 [H-2, W-2, 3]: the
+  3x3 kernel [1 1 1; 1 5 1; 1 1 1] / 13 (float32 weights) as TensorFlow's plain (Eigen, TF1)
+  depthwise convolution computes it: products rounded to float32 and summed row by row,
+  left to right.  Written out as elementwise ops so that the result does not depend on the
+  build: with oneDNN on (TensorFlow's x86 default since 2.9) tf.nn.depthwise_conv2d uses fused
+  multiply-adds, which moves about 0.2% of the truncated values by one level."""
+  x = tf.cast(image, tf.float32)
+  h, w = tf.shape(x)[0], tf.shape(x)[1]
+  acc = None
+  for dy in range(3):
+    for dx in range(3):
+      term = x[dy:h - 2 + dy, dx:w - 2 + dx] * tf.constant(_SMOOTH_WEIGHTS[dy, dx])
+      acc = term if acc is None else acc + term
+  return acc
+
+
+def sharpness(image, factor):
+  """blend(smoothed, image, factor); smoothed = the PIL SMOOTH 3x3 kernel / 13 (`smooth`,
+  truncated to uint8) inside a 1-pixel border of the original pixels."""
+  image = _as_uint8(image)
+  if factor == 1.0:
+    return image
+  degenerate = tf.cast(tf.cast(tf.clip_by_value(smooth(image), 0.0, 255.0), tf.uint8),
+                       tf.float32)
+  inner = _blend(degenerate, tf.cast(image[1:-1, 1:-1], tf.float32), factor)
+  middle = tf.concat([image[1:-1, :1], inner, image[1:-1, -1:]], axis=1)
+  return tf.concat([image[:1], middle, image[-1:]], axis=0)
+
+
+# --- geometric ops ------------------------------------------------------------------------------
+
+def _transform(image, transform):
+  """ImageProjectiveTransformV3 of one uint8 [H, W, 3] image with a float32 [8] transform
+  (output (x, y) <- input ((a0 x + a1 y + a2) / k, (b0 x + b1 y + b2) / k), k = c0 x + c1 y + 1),
+  NEAREST sampling, constant fill 128."""
+  out = tf.raw_ops.ImageProjectiveTransformV3(
+      images=image[None], transforms=tf.reshape(transform, [1, 8]),
+      output_shape=tf.shape(image)[:2], fill_value=tf.constant(float(FILL), tf.float32),
+      interpolation='NEAREST', fill_mode='CONSTANT')[0]
+  return tf.ensure_shape(out, image.shape)
+
+
+def rotation_transform(degrees, height, width):
+  """contrib.image's rotation transform for `degrees` (float32 ops, as officially: radians =
+  degrees * pi / 180, rotation about ((W-1)/2, (H-1)/2))."""
+  radians = tf.constant(degrees, tf.float32) * tf.constant(math.pi / 180.0, tf.float32)
+  h = tf.cast(height, tf.float32)
+  w = tf.cast(width, tf.float32)
+  cos, sin = tf.cos(radians), tf.sin(radians)
+  x_offset = ((w - 1) - (cos * (w - 1) - sin * (h - 1))) / 2.0
+  y_offset = ((h - 1) - (sin * (w - 1) + cos * (h - 1))) / 2.0
+  return tf.stack([cos, -sin, x_offset, sin, cos, y_offset, 0.0, 0.0])
+
+
+def rotate(image, degrees):
+  """Rotation by `degrees` about the centre (counter-clockwise for positive degrees as
+  displayed), nearest sampling, fill 128."""
+  image = _as_uint8(image)
+  if degrees == 0:
+    return image
+  size = tf.shape(image)
+  return _transform(image, rotation_transform(degrees, size[0], size[1]))
+
+
+def shear_x(image, level):
+  """Output (x, y) <- input (x + level * y, y), nearest, fill 128."""
+  image = _as_uint8(image)
+  if level == 0:
+    return image
+  return _transform(image, tf.constant([1.0, level, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0], tf.float32))
+
+
+def shear_y(image, level):
+  """Output (x, y) <- input (x, y + level * x), nearest, fill 128."""
+  image = _as_uint8(image)
+  if level == 0:
+    return image
+  return _transform(image, tf.constant([1.0, 0.0, 0.0, level, 1.0, 0.0, 0.0, 0.0], tf.float32))
+
+
+def _round_half_away(values):
+  return np.where(values >= 0, np.floor(values + 0.5), np.ceil(values - 0.5))
+
+
+def integer_shift(pixels, length):
+  """The integer s with round(x + pixels) == x + s for every x in [0, length) as the
+  transform kernel computes it (float32 sum, std::round), or None when there is none."""
+  x = np.arange(length, dtype=np.float32)
+  source = _round_half_away((x + np.float32(pixels)).astype(np.float64))
+  shifts = np.unique(source - np.arange(length))
+  return int(shifts[0]) if len(shifts) == 1 else None
+
+
+def _shift(image, s, axis):
+  """out[..., i, ...] = image[..., i + s, ...] along `axis` (0 rows, 1 columns), fill 128."""
+  n = image.shape[axis]
+  if s == 0:
+    return image
+  if abs(s) >= n:
+    return tf.fill(tf.shape(image), tf.constant(FILL, tf.uint8))
+  fill_shape = [abs(s), image.shape[1], 3] if axis == 0 else [image.shape[0], abs(s), 3]
+  fill = tf.fill(fill_shape, tf.constant(FILL, tf.uint8))
+  if axis == 0:
+    kept = image[s:] if s > 0 else image[:n + s]
+  else:
+    kept = image[:, s:] if s > 0 else image[:, :n + s]
+  parts = [kept, fill] if s > 0 else [fill, kept]
+  return tf.concat(parts, axis=axis)
+
+
+def _translate(image, pixels, axis):
+  image = _as_uint8(image)
+  if pixels == 0:
+    return image
+  n, other = image.shape[axis], image.shape[1 - axis]
+  s = integer_shift(pixels, n) if n is not None and other is not None else None
+  if s is not None:
+    return _shift(image, s, axis)
+  p = float(pixels)
+  transform = [1.0, 0.0, p, 0.0, 1.0, 0.0, 0.0, 0.0] if axis == 1 else \
+      [1.0, 0.0, 0.0, 0.0, 1.0, p, 0.0, 0.0]
+  return _transform(image, tf.constant(transform, tf.float32))
+
+
+def translate_x(image, pixels):
+  """Output (x, y) <- input (x + pixels, y) (content moves left for positive pixels),
+  nearest, fill 128."""
+  return _translate(image, pixels, axis=1)
+
+
+def translate_y(image, pixels):
+  """Output (x, y) <- input (x, y + pixels) (content moves up for positive pixels),
+  nearest, fill 128."""
+  return _translate(image, pixels, axis=0)
+
+
+def cutout(image, pad_size, center):
+  """Sets rows [cy - pad, cy + pad) x columns [cx - pad, cx + pad) (clipped to the image) to
+  128; center: int32 [2] tensor (cy, cx)."""
+  image = _as_uint8(image)
+  pad_size = int(pad_size)
+  if pad_size <= 0:
+    return image
+  size = tf.shape(image)
+  center = tf.cast(center, tf.int32)
+  rows = tf.range(size[0])
+  cols = tf.range(size[1])
+  in_rows = (rows >= center[0] - pad_size) & (rows < center[0] + pad_size)
+  in_cols = (cols >= center[1] - pad_size) & (cols < center[1] + pad_size)
+  mask = (in_rows[:, None] & in_cols[None, :])[..., None]
+  return tf.where(mask, tf.constant(FILL, tf.uint8), image)
+
+
+# --- the policy ---------------------------------------------------------------------------------
+
+def build_ops(magnitude, resolution=None, translate_const=IMAGENET_TRANSLATE_CONST,
+              cutout_const=IMAGENET_CUTOUT_CONST, wrap_levels=True, seed=None):
+  """The 16 official ops at level `magnitude`, in OP_NAMES order: a dict op name ->
+  fn(image, negate=False, center=None) -> uint8 image.
+
+  negate: Python bool or scalar bool tensor, the official random sign (used by SIGNED_OPS);
+  center: int32 [2] (cy, cx) of the Cutout square (drawn uniformly when None).  resolution
+  and seed are accepted for compatibility and unused (the ops take the size from the image;
+  randomness lives in `make_randaugment`)."""
+  del resolution, seed
   a = op_arguments(magnitude, translate_const, cutout_const)
-  contrast = keras_cv.layers.RandomContrast(value_range=_RANGE, factor=0.5, seed=seed)
-  contrast.factor = _const(a['Contrast'])  # above keras-cv's [0, 2] constructor check
-  cutout_side = min(1.0, 2 * a['Cutout'] / resolution)
+
+  def signed(fn, value):
+    def op(image, negate=False, center=None):
+      del center
+      if isinstance(negate, bool):
+        return fn(image, -value if negate else value)
+      return tf.cond(negate, lambda: fn(image, -value), lambda: fn(image, value))
+    return op
+
+  def plain(fn):
+    def op(image, negate=False, center=None):
+      del negate, center
+      return fn(image)
+    return op
+
+  def cutout_op(image, negate=False, center=None):
+    del negate
+    image = _as_uint8(image)
+    if center is None:
+      size = tf.shape(image)
+      center = tf.stack([tf.random.uniform([], 0, size[0], tf.int32),
+                         tf.random.uniform([], 0, size[1], tf.int32)])
+    return cutout(image, a['Cutout'], center)
+
   ops = {
-      'AutoContrast': keras_cv.layers.AutoContrast(value_range=_RANGE),
-      'Equalize': keras_cv.layers.Equalization(value_range=_RANGE),
-      'Invert': keras_cv.layers.Solarization(value_range=_RANGE, threshold_factor=_const(0)),
-      'Rotate': SignedRotation(a['Rotate'], seed=seed),
-      'Posterize': keras_cv.layers.Posterization(value_range=_RANGE,
-                                                 bits=min(8, max(1, a['Posterize']))),
-      'Solarize': keras_cv.layers.Solarization(value_range=_RANGE,
-                                               threshold_factor=_const(min(256, a['Solarize']))),
-      'Color': keras_cv.layers.RandomColorDegeneration(factor=_const(1.0 - a['Color'])),
-      'Contrast': contrast,
-      'Brightness': MultiplyBrightness(a['Brightness']),
-      'Sharpness': keras_cv.layers.RandomSharpness(factor=_const(1.0 - a['Sharpness']),
-                                                   value_range=_RANGE, seed=seed),
-      'ShearX': keras_cv.layers.RandomShear(x_factor=_const(a['ShearX']), fill_mode='constant',
-                                            fill_value=FILL, interpolation='nearest', seed=seed),
-      'ShearY': keras_cv.layers.RandomShear(y_factor=_const(a['ShearY']), fill_mode='constant',
-                                            fill_value=FILL, interpolation='nearest', seed=seed),
-      'TranslateX': SignedTranslation(a['TranslateX'], 'x', resolution, seed=seed),
-      'TranslateY': SignedTranslation(a['TranslateY'], 'y', resolution, seed=seed),
-      'SolarizeAdd': SolarizeAdd(a['SolarizeAdd']),
-      'Cutout': keras_cv.layers.RandomCutout(height_factor=_const(cutout_side),
-                                             width_factor=_const(cutout_side),
-                                             fill_mode='constant', fill_value=FILL, seed=seed),
+      'AutoContrast': plain(autocontrast),
+      'Equalize': plain(equalize),
+      'Invert': plain(invert),
+      'Rotate': signed(rotate, a['Rotate']),
+      'Posterize': plain(lambda im: posterize(im, a['Posterize'], wrap_levels)),
+      'Solarize': plain(lambda im: solarize(im, a['Solarize'], wrap_levels)),
+      'Color': plain(lambda im: color(im, a['Color'])),
+      'Contrast': plain(lambda im: contrast(im, a['Contrast'])),
+      'Brightness': plain(lambda im: brightness(im, a['Brightness'])),
+      'Sharpness': plain(lambda im: sharpness(im, a['Sharpness'])),
+      'ShearX': signed(shear_x, a['ShearX']),
+      'ShearY': signed(shear_y, a['ShearY']),
+      'TranslateX': signed(translate_x, a['TranslateX']),
+      'TranslateY': signed(translate_y, a['TranslateY']),
+      'SolarizeAdd': plain(lambda im: solarize_add(im, a['SolarizeAdd'])),
+      'Cutout': cutout_op,
   }
   return {name: ops[name] for name in OP_NAMES}
 
 
-def make_randaugment(num_layers, magnitude, resolution, small_image=False, seed=None):
+def make_randaugment(num_layers, magnitude, resolution, small_image=False, seed=None,
+                     wrap_levels=True):
   """The student's noise as a callable uint8 [R, R, 3] -> uint8 [R, R, 3] (None when
-  num_layers == 0).
+  num_layers == 0), usable eagerly and inside tf.data map.
 
   num_layers: N ops per image; magnitude: M on the official scale (0-10, extrapolated above 10:
-  the paper uses N=2, M=27 for L2).  small_image: the official 32 px recipe (translate and cutout
-  constants R // 8, and an extra Cutout of side R / 2 after RandAugment).
+  the paper uses N=2, M=27 for L2).  small_image: the official 32 px recipe (translate and
+  cutout constants R // 8, and an extra Cutout of pad R // 4 after RandAugment).  seed: makes
+  the sequence of draws reproducible (a tf.random.Generator from that seed; None: TensorFlow's
+  stateful random ops).  wrap_levels: False for the clamped Posterize/Solarize variant (see the
+  module doc; the official behaviour is True).
   Raises ValueError on a negative N or M.
   """
   num_layers = int(num_layers or 0)
@@ -194,22 +505,49 @@ def make_randaugment(num_layers, magnitude, resolution, small_image=False, seed=
     consts = dict(translate_const=resolution // 8, cutout_const=resolution // 8)
   else:
     consts = {}
-  ops = build_ops(magnitude, resolution, seed=seed, **consts)
-  pipeline = keras_cv.layers.RandomAugmentationPipeline(
-      layers=list(ops.values()), augmentations_per_image=num_layers, rate=1.0, seed=seed)
-  final_cutout = None
-  if small_image:
-    final_cutout = keras_cv.layers.RandomCutout(height_factor=_const(0.5), width_factor=_const(0.5),
-                                                fill_mode='constant', fill_value=FILL, seed=seed)
+  ops = build_ops(magnitude, translate_const=consts.get('translate_const',
+                                                         IMAGENET_TRANSLATE_CONST),
+                  cutout_const=consts.get('cutout_const', IMAGENET_CUTOUT_CONST),
+                  wrap_levels=wrap_levels)
+  # One branch per (op, sign): signed ops get two, so a branch has only Python constants.
+  branches, first_branch = [], []
+  for name in OP_NAMES:
+    first_branch.append(len(branches))
+    for negate in ((False, True) if name in SIGNED_OPS else (False,)):
+      branches.append((ops[name], negate))
+  first_branch = tf.constant(first_branch, tf.int32)
+  is_signed = tf.constant([name in SIGNED_OPS for name in OP_NAMES], tf.int32)
+  final_pad = resolution // 4 if small_image else 0
+  generator = None if seed is None else tf.random.Generator.from_seed(int(seed))
+
+  def draw(shape):
+    if generator is not None:
+      return generator.uniform(shape, dtype=tf.float32)
+    return tf.random.uniform(shape, dtype=tf.float32)
 
   def augment(image):
-    x = tf.cast(image, tf.float32)
-    x = pipeline(x)
-    if final_cutout is not None:
-      x = final_cutout(x)
-    x = tf.clip_by_value(tf.round(x), 0.0, 255.0)
-    return tf.ensure_shape(tf.cast(x, tf.uint8), image.shape)
+    image = _as_uint8(image)
+    if image.shape.rank != 3 or None in image.shape.as_list():
+      image = tf.ensure_shape(image, [resolution, resolution, 3])
+    height, width = image.shape[0], image.shape[1]
+    u = draw([num_layers + 1, 4])  # per layer: op, sign, cutout row, cutout column
+    picks = tf.minimum(tf.cast(u[:, 0] * len(OP_NAMES), tf.int32), len(OP_NAMES) - 1)
+    negates = u[:, 1] < 0.5
+    centers = tf.stack([tf.minimum(tf.cast(u[:, 2] * height, tf.int32), height - 1),
+                        tf.minimum(tf.cast(u[:, 3] * width, tf.int32), width - 1)], axis=1)
+    branch = tf.gather(first_branch, picks) + tf.gather(is_signed, picks) * tf.cast(
+        negates, tf.int32)
+    for layer in range(num_layers):
+      center = centers[layer]
+      fns = [lambda fn=fn, negate=negate, image=image, center=center: fn(image, negate, center)
+             for fn, negate in branches]
+      image = tf.ensure_shape(tf.switch_case(branch[layer], fns), [height, width, 3])
+    if final_pad:
+      image = cutout(image, final_pad, centers[num_layers])
+    return image
 
-  augment.pipeline = pipeline
   augment.ops = ops
+  augment.num_layers = num_layers
+  augment.magnitude = float(magnitude)
+  augment.wrap_levels = wrap_levels
   return augment
