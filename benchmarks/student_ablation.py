@@ -60,6 +60,8 @@ VARIANTS = {
     'labeled_only': 'no pseudo-labels (labeled rows only)',
     'bfloat16': 'mixed_bfloat16',
     'xla': 'XLA-compiled step',
+    'per_image': 'loss: every row alike, lab + ratio x unl (official code)',
+    'per_stream': 'loss: mean CE(labeled) + mean CE(pseudo) (paper text)',
 }
 
 
@@ -135,6 +137,8 @@ def variant_train_config(recipe, name, steps, out_dir):
     student = dict(precision='mixed_bfloat16')
   elif name == 'xla':
     student = dict(jit_compile=True)
+  elif name in ('per_image', 'per_stream'):
+    student = dict(pseudo_loss_weighting=name)
   config = dataclasses.replace(recipe, student={**recipe.student, **student}, **changes)
   train_config = config.train_config(1)
   train_config = dataclasses.replace(train_config, model_dir=os.path.join(out_dir, 'model'),

@@ -3,9 +3,11 @@ exactly once; the report; bad input fails before any work; student/teacher check
 
 import collections
 import dataclasses
+import hashlib
 import json
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -38,8 +40,11 @@ def _cmd(work_dir):
           *TINY_ARGS]
 
 
-def test_sigkill_at_random_stage_then_rerun_completes(tmp_path):
-  work = tmp_path / 'w'
+@pytest.fixture(scope='module')
+def killed_then_rerun(tmp_path_factory):
+  """A tiny run SIGKILLed at a random stage, then rerun to the end: (work dir, stage, rerun
+  process, the teacher weights' mtime at the kill or None)."""
+  work = tmp_path_factory.mktemp('killed') / 'w'
   stage = random.choice(sorted(KILL_POINTS))
   marker = work / KILL_POINTS[stage]
   proc = subprocess.Popen(_cmd(work), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -54,8 +59,13 @@ def test_sigkill_at_random_stage_then_rerun_completes(tmp_path):
   assert not (work / 'gen1' / 'eval.json').exists()
   teacher_weights = work / 'gen0' / 'model' / 'final' / 'ema.weights.h5'
   teacher_mtime = teacher_weights.stat().st_mtime_ns if teacher_weights.exists() else None
-
   rerun = subprocess.run(_cmd(work), capture_output=True, text=True, timeout=400)
+  return work, stage, rerun, teacher_mtime
+
+
+def test_sigkill_at_random_stage_then_rerun_completes(killed_then_rerun):
+  work, stage, rerun, teacher_mtime = killed_then_rerun
+  teacher_weights = work / 'gen0' / 'model' / 'final' / 'ema.weights.h5'
   assert rerun.returncode == 0, f'killed during {stage}; rerun failed:\n{rerun.stderr[-3000:]}'
   assert 'teacher' in rerun.stdout and 'student 1' in rerun.stdout
   if teacher_mtime is not None:  # a finished stage is not redone
@@ -77,6 +87,45 @@ def test_sigkill_at_random_stage_then_rerun_completes(tmp_path):
   assert (work / 'report.md').read_text().count('\n') == 4
   assert (work / 'report.png').stat().st_size > 1000
   assert (work / 'gen0' / 'balanced' / 'plot.png').exists()
+
+
+def _digests(folder):
+  """{relative path: (sha256, mtime)} of every file under `folder`."""
+  out = {}
+  for root, _, files in os.walk(folder):
+    for name in files:
+      path = os.path.join(root, name)
+      with open(path, 'rb') as f:
+        out[os.path.relpath(path, folder)] = (hashlib.sha256(f.read()).hexdigest(),
+                                              os.stat(path).st_mtime_ns)
+  return out
+
+
+def test_changed_threshold_stops_then_restart_from_filter_keeps_teacher_and_pseudo(
+    killed_then_rerun, tmp_path):
+  work = tmp_path / 'w'
+  shutil.copytree(killed_then_rerun[0], work)  # a finished demo-like work dir (threshold 0.0)
+  teacher, pseudo = _digests(work / 'gen0' / 'model'), _digests(work / 'gen0' / 'pseudo')
+  student = _digests(work / 'gen1' / 'model')
+
+  changed = subprocess.run([*_cmd(work), '--filter.threshold=0.1'], capture_output=True,
+                           text=True, timeout=300)
+  assert changed.returncode != 0
+  assert ('threshold (--filter.threshold): 0.0 -> 0.1' in changed.stderr and
+          '--restart_from=filter' in changed.stderr), changed.stderr[-2000:]
+  assert _digests(work / 'gen1' / 'model') == student  # stopped before any work
+
+  redo = subprocess.run([*_cmd(work), '--filter.threshold=0.1', '--restart_from=filter'],
+                        capture_output=True, text=True, timeout=400)
+  assert redo.returncode == 0, redo.stderr[-3000:]
+  assert json.loads((work / 'gen0' / 'balanced' / 'stats.json').read_text())['threshold'] == 0.1
+  assert _digests(work / 'gen0' / 'model') == teacher
+  assert _digests(work / 'gen0' / 'pseudo') == pseudo
+  redone = _digests(work / 'gen1' / 'model')
+  final = [k for k in student if k.startswith('final') or k == 'config.json']
+  assert len(final) == 3 and all(redone[k][1] > student[k][1] for k in final), 'not retrained'
+  report = json.loads((work / 'report.json').read_text())
+  assert report[1]['num_pseudo_labels'] > 0
 
 
 BASE = dict(label=label_lib.LabelConfig(unlabeled='digits:train'), models=('b0',),

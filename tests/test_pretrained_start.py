@@ -30,8 +30,19 @@ def converted(tmp_path_factory):
   return str(out)
 
 
+def _my_folder(cifar10_small, root, train_per_class=30, test_per_class=20):
+  """root/{train,test}/<class>/: links to real CIFAR-10 JPEGs, a user's small 10-class folder."""
+  for split, n in (('train', train_per_class), ('test', test_per_class)):
+    for cls in sorted((cifar10_small / split).iterdir()):
+      (root / split / cls.name).mkdir(parents=True)
+      for f in sorted(cls.iterdir())[:n]:
+        (root / split / cls.name / f.name).symlink_to(f)
+  return root
+
+
 def test_pipeline_from_published_weights_on_my_classes(converted, cifar10_small, tmp_path,
                                                        monkeypatch):
+  mine = _my_folder(cifar10_small, tmp_path / 'mine')
   starts = {}
   copy = trainer._copy_by_path  # pylint: disable=protected-access
 
@@ -45,9 +56,9 @@ def test_pipeline_from_published_weights_on_my_classes(converted, cifar10_small,
   work = tmp_path / 'w'
   args = ['ns-pipeline', f'--flagfile={REPO}/flags/custom_from_pretrained.cfg',
           f'--work_dir={work}', f'--init_checkpoint={converted}',
-          f'--labeled=folder:{cifar10_small}/train', f'--eval_data=folder:{cifar10_small}/test',
+          f'--labeled=folder:{mine}/train', f'--eval_data=folder:{mine}/test',
           '--labeled_per_class=10', '--resolution=32', '--batch_size=16', '--eval_batch_size=250',
-          '--teacher.epochs=0.5', '--student.epochs=0.02', '--unlabeled_ratio=1',
+          '--teacher.epochs=0.5', '--student.epochs=0.2', '--unlabeled_ratio=1',
           '--label.batch_size=250', '--label.num_shards=2', '--filter.num_shards=2',
           '--checkpoint_every=3', '--filter.threshold=0.0']
   try:

@@ -3,9 +3,7 @@ ns-train setting reachable through ns-pipeline for the teacher and the students,
 fingerprints that stop a rerun with changed settings (and --restart_from that redoes a stage)."""
 
 import dataclasses
-import hashlib
 import json
-import os
 import pathlib
 import re
 import subprocess
@@ -225,59 +223,3 @@ def test_restart_from_names_are_checked():
     stages.resolve(config, 'gen3/label')
   with pytest.raises(ValueError, match="'split' is not a stage"):
     stages.resolve(config, 'split')
-
-
-TINY = ['--labeled=digits:test', '--labeled_per_class=3', '--eval_data=digits:test',
-        '--unlabeled=', '--models=b0', '--widths=0.25', '--depths=0.25', '--resolution=16',
-        '--small_image', '--batch_size=8', '--eval_batch_size=128', '--teacher.train_steps=12',
-        '--student.train_steps=12', '--unlabeled_ratio=2', '--student.randaug_layers=1',
-        '--student.randaug_magnitude=5', '--checkpoint_every=12', '--label.num_shards=2',
-        '--label.batch_size=64', '--filter.num_shards=2', '--filter.per_class=40']
-
-
-def _digests(folder):
-  """{relative path: sha256} of every file under `folder`, with its modification time."""
-  out = {}
-  for root, _, files in os.walk(folder):
-    for name in files:
-      path = os.path.join(root, name)
-      with open(path, 'rb') as f:
-        out[os.path.relpath(path, folder)] = (hashlib.sha256(f.read()).hexdigest(),
-                                              os.stat(path).st_mtime_ns)
-  return out
-
-
-def _run(work, args):
-  FLAGS(['ns-pipeline', f'--work_dir={work}', *TINY, *args])
-  try:
-    return pipeline.run_pipeline(cli.make_config(), restart_from=FLAGS.restart_from)
-  finally:
-    FLAGS.unparse_flags()
-
-
-def test_changed_threshold_stops_then_restart_from_filter_keeps_teacher_and_pseudo(tmp_path):
-  work = tmp_path / 'w'
-  _run(work, ['--filter.threshold=0.0'])
-  teacher = _digests(work / 'gen0' / 'model')
-  pseudo = _digests(work / 'gen0' / 'pseudo')
-  student = _digests(work / 'gen1' / 'model')
-  balanced_stats = json.loads((work / 'gen0' / 'balanced' / 'stats.json').read_text())
-  assert balanced_stats['threshold'] == 0.0
-
-  with pytest.raises(ValueError) as e:
-    _run(work, ['--filter.threshold=0.1'])
-  message = str(e.value)
-  assert 'threshold' in message and '0.0 -> 0.1' in message and '--restart_from=filter' in message
-  assert _digests(work / 'gen1' / 'model') == student  # nothing was touched
-
-  rows = _run(work, ['--filter.threshold=0.1', '--restart_from=filter'])
-  assert json.loads((work / 'gen0' / 'balanced' / 'stats.json').read_text())['threshold'] == 0.1
-  assert _digests(work / 'gen0' / 'model') == teacher
-  assert _digests(work / 'gen0' / 'pseudo') == pseudo
-  redone = _digests(work / 'gen1' / 'model')
-  final = [k for k in student if k.startswith('final') or k == 'config.json']
-  assert len(final) == 3 and all(redone[k][1] > student[k][1] for k in final), 'not retrained'
-  assert rows[1]['num_pseudo_labels'] > 0
-  # Same settings again: nothing to do, nothing changes.
-  _run(work, ['--filter.threshold=0.1'])
-  assert _digests(work / 'gen1' / 'model') == redone

@@ -25,7 +25,7 @@ from noisy_student_tf import models
 from noisy_student_tf import settings
 from noisy_student_tf.settings import setting
 from noisy_student_tf.data import preprocessing
-from noisy_student_tf.train import callbacks, optim
+from noisy_student_tf.train import callbacks, losses, optim
 from noisy_student_tf.train import strategy as strategy_lib
 
 log = logging.getLogger('noisy_student_tf.train')
@@ -125,6 +125,10 @@ class TrainConfig:
   randaug_layers: int = setting(0, 'RandAugment: number of ops per image (0 = off).')
   randaug_magnitude: float = setting(0.0, 'RandAugment magnitude on the official scale (paper: '
                                      '27 for L2).')
+  pseudo_loss_weighting: str = setting(
+      'per_image', 'How pseudo-labeled rows weigh: per_image = every row of the combined batch '
+      'alike, lab_loss + (U/B) x unl_loss (the official code); per_stream = mean CE(labeled) + '
+      "mean CE(pseudo) (the paper's text). Same when U = B.", choices=losses.WEIGHTINGS)
   # Execution.
   precision: str = setting('float32', 'Training precision.', choices=PRECISIONS)
   jit_compile: bool = setting(False, 'Compile the forward and backward pass with XLA.')
@@ -400,12 +404,14 @@ class _Run:
     """Returns a tf.function (iterator, n) -> summed metrics of n steps."""
     config, model, optimizer = self.config, self.model, self.optimizer
     strategy, replicas = self.strategy, self.replicas
-    labeled_weight = np.float32(1.0 / config.batch_size)
-    split_parts = bool(config.pseudo) and _rows_per_batch(config) - config.batch_size != config.batch_size
+    pseudo_rows = _rows_per_batch(config) - config.batch_size
     trainable = model.trainable_variables
     scale = config.precision == 'mixed_float16'
 
     def forward_backward(images, targets, weights):
+      is_labeled = losses.labeled_mask(weights, config.batch_size, pseudo_rows)
+      weights = losses.row_weights(weights, config.batch_size, pseudo_rows,
+                                   config.pseudo_loss_weighting)
       with tf.GradientTape() as tape:
         logits = tf.cast(model(images, training=True), tf.float32)
         ce = tf.nn.softmax_cross_entropy_with_logits(labels=targets, logits=logits)
@@ -416,8 +422,6 @@ class _Run:
         scaled = optimizer.scale_loss(loss) if scale else loss
       grads = tape.gradient(scaled, trainable)
       correct = tf.cast(tf.equal(tf.argmax(logits, 1), tf.argmax(targets, 1)), tf.float32)
-      is_labeled = tf.cast(tf.abs(weights - labeled_weight) < 1e-9, tf.float32) if split_parts \
-          else tf.ones_like(weights)
       metrics = {'loss': data_loss, 'weight_decay': wd,
                  'loss_labeled': tf.reduce_sum(weights * ce * is_labeled),
                  'accuracy': tf.reduce_sum(weights * correct * is_labeled),
