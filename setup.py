@@ -31,7 +31,7 @@ setup(
         # ImageNet-C corruption functions of tensorflow-datasets (ns-eval --suite=corruptions).
         'robustness': ROBUSTNESS,
         # jax: the backend-independence tests of the models.
-        'test': ['pytest>=8', 'psutil>=5.9', 'jax>=0.4'] + ROBUSTNESS,
+        'test': ['pytest>=8', 'pytest-xdist>=3.5', 'psutil>=5.9', 'jax>=0.4'] + ROBUSTNESS,
         'demo': [],
     },
     entry_points={'console_scripts': [
