@@ -170,22 +170,31 @@ def check_pipeline_run(work, recipe, overrides, *, generations, eval_examples, n
       assert training['epochs'] == config['teacher.epochs']
       assert training['train_steps'] == config['teacher.train_steps']
     else:
-      # Students: trained on the previous generation's balanced pseudo-labels, with noise.
+      # Students: trained on the previous generation's balanced pseudo-labels, with noise; with
+      # filter_once, after the first student on the previous teacher's re-labeling of gen0's
+      # balanced set.
       prev = work / f'gen{g - 1}'
       label_stats = json.loads((prev / 'pseudo' / 'stats.json').read_text())
-      filter_stats = json.loads((prev / 'balanced' / 'stats.json').read_text())
-      assert label_stats['count'] == num_unlabeled  # every unlabeled image labeled once
+      relabel = config['filter_once'] and g >= 2
+      filter_stats = json.loads(((work / 'gen0' if relabel else prev) / 'balanced' /
+                                 'stats.json').read_text())
       assert label_stats['label_type'] == config['label.label_type']
       assert label_stats['top_k'] == config['label.top_k']
       assert filter_stats['threshold'] == config['filter.threshold']
       assert filter_stats['per_class'] == config['filter.per_class']
-      print(f'{recipe} gen{g - 1}: {filter_stats["num_above_threshold"]} of '
-            f'{filter_stats["num_input"]} pseudo-labels above {filter_stats["threshold"]}')
-      assert row['num_pseudo_labels'] == filter_stats['num_output'] > 0
-      if config['filter.per_class']:  # balanced: K per class that has any pseudo-label above threshold
-        present = sum(1 for c in filter_stats['class_counts_above_threshold'] if c)
-        assert filter_stats['num_output'] == config['filter.per_class'] * present
-      assert training['pseudo'].startswith('pseudo:' + str(prev / 'balanced'))
+      if relabel:  # the fixed balanced set, every record once, and nothing filtered again
+        assert label_stats['count'] == filter_stats['num_output'] == row['num_pseudo_labels']
+        assert not (prev / 'balanced').exists()
+        assert training['pseudo'].startswith('pseudo:' + str(prev / 'pseudo'))
+      else:
+        assert label_stats['count'] == num_unlabeled  # every unlabeled image labeled once
+        print(f'{recipe} gen{g - 1}: {filter_stats["num_above_threshold"]} of '
+              f'{filter_stats["num_input"]} pseudo-labels above {filter_stats["threshold"]}')
+        assert row['num_pseudo_labels'] == filter_stats['num_output'] > 0
+        if config['filter.per_class']:  # K per class that has any pseudo-label above threshold
+          present = sum(1 for c in filter_stats['class_counts_above_threshold'] if c)
+          assert filter_stats['num_output'] == config['filter.per_class'] * present
+        assert training['pseudo'].startswith('pseudo:' + str(prev / 'balanced'))
       assert training['unlabeled_ratio'] == config['student.unlabeled_ratio']
       assert training['randaug_layers'] == config['student.randaug_layers']
       if config['student.randaug_layers']:
@@ -499,6 +508,7 @@ def test_imagenet_b7_l2_noisy(recipe_runs):
   names = [model_dir_lib.read_config(str(work / f'gen{g}' / 'model')).model.name
            for g in range(3)]
   assert names == ['efficientnet-b7'] + ['efficientnet-l2-475'] * 2
+  assert config['filter_once'] is True  # the official procedure: filter once, re-label after
   teacher = _training(work / 'gen0' / 'model')
   assert (teacher['randaug_layers'], teacher['randaug_magnitude']) == (2, 27)  # a noised teacher
 

@@ -223,3 +223,18 @@ def test_restart_from_names_are_checked():
     stages.resolve(config, 'gen3/label')
   with pytest.raises(ValueError, match="'split' is not a stage"):
     stages.resolve(config, 'split')
+
+
+def test_filter_once_relabels_the_first_balanced_set():
+  config = _parse(['--train_steps=5', '--generations=3', '--filter_once'])
+  assert stages.stage_ids(config) == ['gen0/train', 'gen0/label', 'gen0/filter', 'gen1/train',
+                                      'gen1/label', 'gen2/train', 'gen2/label', 'gen3/train']
+  assert config.label_config(0).unlabeled == 'digits:test'
+  for g in (1, 2):
+    assert config.label_config(g).unlabeled == 'pseudo:/tmp/w/gen0/balanced/*.tfrecord'
+  assert config.train_config(1).pseudo == 'pseudo:/tmp/w/gen0/balanced/*.tfrecord'
+  assert config.train_config(2).pseudo == 'pseudo:/tmp/w/gen1/pseudo/*.tfrecord'
+  assert config.train_config(3).pseudo == 'pseudo:/tmp/w/gen2/pseudo/*.tfrecord'
+  again = _parse(['--train_steps=5', '--generations=3'])
+  assert again.label_config(2).unlabeled == 'digits:test'
+  assert again.train_config(3).pseudo == 'pseudo:/tmp/w/gen2/balanced/*.tfrecord'

@@ -102,6 +102,10 @@ class PipelineConfig:
                                              'generation-0 teacher instead of training one.')
   student_init_from_teacher: bool = setting(False, "Start each student from its teacher's "
                                             'weights instead of from scratch.')
+  filter_once: bool = setting(False, 'Filter and balance once, with the first teacher (the '
+                              'official procedure): every later teacher re-labels that fixed '
+                              'balanced set and its student trains on all of it. Off: every '
+                              'teacher labels the whole unlabeled set, filtered anew.')
   teacher: trainer.TrainConfig = setting(default_factory=default_train_settings)
   student: Dict[str, Any] = setting(default_factory=lambda: dict(STUDENT_DEFAULTS))
   label: label_lib.LabelConfig = setting(default_factory=lambda: label_lib.LabelConfig(
@@ -234,7 +238,7 @@ class PipelineConfig:
       init = self.model_dir(generation - 1) if num_classes_known else None
     pseudo = None
     if generation > 0:
-      pseudo = 'pseudo:' + os.path.join(self.gen_dir(generation - 1), 'balanced', '*.tfrecord')
+      pseudo = 'pseudo:' + os.path.join(self.pseudo_dir(generation), '*.tfrecord')
     return dataclasses.replace(
         base, model_dir=self.model_dir(generation), labeled=self.labeled_spec(),
         model=self.model_name(generation), source_cache_dir=self.source_cache_dir(),
@@ -243,10 +247,24 @@ class PipelineConfig:
   def label_config(self, generation):
     """ns-label's settings for the pseudo-labels made by `generation`'s model."""
     return dataclasses.replace(
-        self.label, model_dir=self.model_dir(generation), unlabeled=self.unlabeled_spec(),
+        self.label, model_dir=self.model_dir(generation), unlabeled=self.label_source(generation),
         output_dir=os.path.join(self.gen_dir(generation), 'pseudo'), generation=generation,
         data_dir=self.teacher.data_dir, label_offset=self.teacher.label_offset,
         max_image_pixels=self.teacher.max_image_pixels)
+
+  def label_source(self, generation):
+    """What `generation`'s model labels: the unlabeled data, or with filter_once (generation >= 1)
+    the balanced set the first teacher's pseudo-labels were filtered into."""
+    if self.filter_once and generation >= 1:
+      return 'pseudo:' + os.path.join(self.gen_dir(0), 'balanced', '*.tfrecord')
+    return self.unlabeled_spec()
+
+  def pseudo_dir(self, generation):
+    """The records the student of generation `generation` (>= 1) trains on: its teacher's
+    balanced pseudo-labels, or with filter_once its teacher's re-labeling of the fixed set."""
+    teacher = generation - 1
+    name = 'pseudo' if self.filter_once and teacher >= 1 else 'balanced'
+    return os.path.join(self.gen_dir(teacher), name)
 
   def filter_config(self, generation):
     """ns-filter's settings for `generation`'s pseudo-labels."""
@@ -375,7 +393,8 @@ def _train_stage(config, generation):
 
 
 def _label_filter_stage(config, generation):
-  """Labels with `generation`'s model and filters, unless done; returns (label, filter) stats."""
+  """Labels with `generation`'s model and filters, unless done; returns (label stats, the
+  students' data stats: the filter's, or with filter_once after generation 0 the labeler's)."""
   lc, fc = config.label_config(generation), config.filter_config(generation)
   if not label_lib.is_complete(lc.output_dir):
     stages.record(config, f'gen{generation}/label')
@@ -383,6 +402,10 @@ def _label_filter_stage(config, generation):
     label_lib.label(lc)
     _record_time(config, f'gen{generation}/label', time.time() - start)
   label_stats = shards.read_json(os.path.join(lc.output_dir, shards.STATS_FILE))
+  if config.filter_once and generation >= 1:  # the fixed balanced set, re-labeled: no filter
+    fixed = shards.read_json(os.path.join(config.filter_config(0).output_dir, shards.STATS_FILE))
+    return label_stats, {'num_output': label_stats['count'],
+                         'num_unique_kept': fixed['num_unique_kept']}
   if not filter_lib.is_complete(fc.output_dir):
     stages.record(config, f'gen{generation}/filter')
     start = time.time()

@@ -1,7 +1,8 @@
 """The stages of ns-pipeline, what each was made with, and redoing them.
 
 Stages, in order: `split` (with labeled_per_class), `gen0/train` (the teacher), then per
-generation g: `gen<g>/label`, `gen<g>/filter`, `gen<g+1>/train` (the student).  Short names:
+generation g: `gen<g>/label`, `gen<g>/filter` (with filter_once only for g = 0),
+`gen<g+1>/train` (the student).  Short names:
 teacher = gen0/train, label = gen0/label, filter = gen0/filter, student = gen1/train.
 
 Each stage writes its fingerprint, W/stages/<stage>.json, before it starts: the settings that
@@ -30,7 +31,8 @@ def stage_ids(config):
   ids = ['split'] if config.labeled_per_class is not None else []
   ids.append('gen0/train')
   for g in range(config.generations):
-    ids += [f'gen{g}/label', f'gen{g}/filter', f'gen{g + 1}/train']
+    ids += [f'gen{g}/label'] + ([] if config.filter_once and g >= 1 else [f'gen{g}/filter'])
+    ids.append(f'gen{g + 1}/train')
   return ids
 
 
@@ -81,6 +83,8 @@ def own_settings(config, stage):
     out = settings.result_settings(config.label_config(g), exclude=('model_dir', 'output_dir',
                                                                     'unlabeled'))
     out['unlabeled'] = config.unlabeled if config.labeled_per_class is None else 'the split'
+    if config.filter_once and g >= 1:
+      out['unlabeled'] = 'the balanced set of gen0'
     return out
   return settings.result_settings(config.filter_config(g), exclude=('input', 'output_dir'))
 
