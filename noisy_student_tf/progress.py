@@ -23,11 +23,20 @@ import time
 
 import tqdm
 
+from noisy_student_tf import settings
+
 MODES = ('auto', 'bar', 'log', 'none')
 EVERY_SECONDS = 30.0
 EVERY_FRACTION = 0.1
 
 log = logging.getLogger('noisy_student_tf.progress')
+
+
+def mode_setting(default='auto'):
+  """The `progress` field of a stage's config: one of MODES, not part of its fingerprint.
+  Returns a dataclasses.Field (settings.setting)."""
+  return settings.setting(default, 'auto = a bar on a terminal, log lines otherwise.',
+                          choices=MODES, result=False)
 
 
 def check_mode(mode):

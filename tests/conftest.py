@@ -2,7 +2,10 @@
 
 import os
 import pathlib
+import subprocess
+import sys
 import tarfile
+import textwrap
 
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 os.environ.setdefault('KERAS_BACKEND', 'tensorflow')
@@ -10,6 +13,23 @@ os.environ.setdefault('KERAS_BACKEND', 'tensorflow')
 import pytest
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
+
+_BLOCK_TENSORFLOW = textwrap.dedent('''
+    import importlib.abc, sys
+    class BlockTensorflow(importlib.abc.MetaPathFinder):
+      def find_spec(self, name, path, target=None):
+        if name == 'tensorflow' or name.startswith('tensorflow.'):
+          raise ImportError('tensorflow is blocked in this test')
+    sys.meta_path.insert(0, BlockTensorflow())
+''')
+
+
+def run_without_tensorflow(script, *args, env=None, timeout=300):
+  """Runs the Python `script` (dedented) in a fresh process where importing tensorflow raises
+  ImportError, with the repository on PYTHONPATH; returns the CompletedProcess (text output)."""
+  env = {**os.environ, **(env or {}), 'PYTHONPATH': str(REPO)}
+  return subprocess.run([sys.executable, '-c', _BLOCK_TENSORFLOW + textwrap.dedent(script), *args],
+                        env=env, capture_output=True, text=True, timeout=timeout)
 CIFAR10_TAR = pathlib.Path(os.environ.get(
     'NS_CIFAR10_TAR', REPO.parent / 'shared' / 'data' / 'cifar10-jpeg.tar.gz'))
 

@@ -1,16 +1,14 @@
 """The notebook API: noisy_student_tf.load(model_dir) -> Classifier, and the lazy re-exports."""
 
 import json
-import os
 import pathlib
 import subprocess
 import sys
-import textwrap
 
 import numpy as np
 import pytest
 
-from conftest import TINY, _extract
+from conftest import TINY, _extract, run_without_tensorflow
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 PER_CLASS = 8  # eval images per CIFAR-10 class
@@ -255,13 +253,7 @@ def test_bad_inputs_raise_clear_errors_before_the_model_runs(clf, model_dir, eva
 
 
 def test_importing_the_package_does_not_import_tensorflow():
-  script = textwrap.dedent('''
-    import importlib.abc, sys
-    class BlockTensorflow(importlib.abc.MetaPathFinder):
-      def find_spec(self, name, path, target=None):
-        if name == 'tensorflow' or name.startswith('tensorflow.'):
-          raise ImportError('tensorflow is blocked in this test')
-    sys.meta_path.insert(0, BlockTensorflow())
+  result = run_without_tensorflow('''
     import noisy_student_tf as ns  # (noisy_student_tf.models without tensorflow: test_models.py)
     names = {'load', 'Classifier', 'Prediction', 'train', 'run_pipeline', 'TrainConfig',
              'PipelineConfig', 'LabelConfig', 'FilterConfig'}
@@ -270,10 +262,7 @@ def test_importing_the_package_does_not_import_tensorflow():
     assert not [m for m in sys.modules if m.startswith('tensorflow')]
     assert not [m for m in sys.modules if m.startswith('noisy_student_tf.')]
     print('ok')
-  ''')
-  env = {**os.environ, 'PYTHONPATH': str(REPO)}
-  result = subprocess.run([sys.executable, '-c', script], env=env, capture_output=True, text=True,
-                          timeout=60)
+  ''', timeout=60)
   assert result.returncode == 0, result.stderr[-3000:]
   assert result.stdout.strip() == 'ok'
 

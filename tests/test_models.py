@@ -1,15 +1,12 @@
 """EfficientNet builder: parameter counts, FLOPs, backends, noise, training, and bad input."""
 
-import os
-import subprocess
 import sys
-import textwrap
 
 import keras
 import numpy as np
 import pytest
 
-from conftest import REPO, TINY
+from conftest import REPO, TINY, run_without_tensorflow
 from noisy_student_tf import models
 from noisy_student_tf.models import scaling
 
@@ -96,23 +93,14 @@ def test_feature_extractor_and_any_input_size():
 
 @pytest.mark.parametrize('backend', ['jax', 'numpy'])
 def test_models_import_and_build_without_tensorflow(backend):
-  script = textwrap.dedent('''
-    import importlib.abc, sys
-    class BlockTensorflow(importlib.abc.MetaPathFinder):
-      def find_spec(self, name, path, target=None):
-        if name == 'tensorflow' or name.startswith('tensorflow.'):
-          raise ImportError('tensorflow is blocked in this test')
-    sys.meta_path.insert(0, BlockTensorflow())
+  result = run_without_tensorflow('''
     import keras
     from noisy_student_tf import models
     model = models.build_model('efficientnet-b0')
     assert keras.backend.backend() == sys.argv[1], keras.backend.backend()
     assert not [m for m in sys.modules if m.startswith('tensorflow')]
     print('params', model.count_params())
-  ''')
-  env = {**os.environ, 'KERAS_BACKEND': backend, 'PYTHONPATH': str(REPO)}
-  result = subprocess.run([sys.executable, '-c', script, backend], env=env, capture_output=True,
-                          text=True, timeout=300)
+  ''', backend, env={'KERAS_BACKEND': backend})
   assert result.returncode == 0, result.stderr[-3000:]
   assert 'params 5330564' in result.stdout
 

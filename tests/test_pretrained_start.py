@@ -3,8 +3,6 @@ checkpoint -> tools' conversion -> flags/custom_from_pretrained.cfg on a 10-clas
 CIFAR-10 JPEGs.  Every teacher weight except the classifier starts equal to the checkpoint's."""
 
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest

@@ -40,8 +40,7 @@ class EvalRun:
   max_image_pixels: int = setting(preprocessing.DEFAULT_MAX_IMAGE_PIXELS, 'Refuse images with more '
                                   'pixels (height x width from the header, before decoding) like '
                                   'corrupt ones (see --skip_corrupt). 0: no limit.')
-  progress: str = setting('auto', 'auto = a bar on a terminal, log lines otherwise.',
-                          choices=progress_lib.MODES)
+  progress: str = progress_lib.mode_setting()
 
 
 config_flags.define(EvalRun)

@@ -16,7 +16,7 @@ import json
 import logging
 import os
 import time
-from typing import Dict, Optional, Tuple
+from typing import Dict, Tuple
 
 import numpy as np
 import tensorflow as tf

@@ -56,8 +56,7 @@ class FilterConfig:
   seed: int = setting(0, 'Seed of which records get an extra copy when K is not a multiple of a '
                       "class's count.")
   read_batch: int = setting(8192, 'Records parsed per step.', result=False)
-  progress: str = setting('auto', 'auto = a bar on a terminal, log lines otherwise.',
-                          choices=progress_lib.MODES, result=False)
+  progress: str = progress_lib.mode_setting()
 
   def validate(self):
     """Raises ValueError naming the first bad field."""

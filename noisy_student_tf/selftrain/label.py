@@ -76,8 +76,7 @@ class LabelConfig:
   max_image_pixels: Optional[int] = setting(
       preprocessing.DEFAULT_MAX_IMAGE_PIXELS, 'Skip (and count as too large) images with more '
       'pixels, height x width read from the header before decoding. 0: no limit.')
-  progress: str = setting('auto', 'auto = a bar on a terminal, log lines otherwise.',
-                          choices=progress_lib.MODES, result=False)
+  progress: str = progress_lib.mode_setting()
 
   def validate(self):
     """Raises ValueError naming the first bad field (cheap checks, nothing read)."""

@@ -212,6 +212,10 @@ class PipelineConfig:
       return self.teacher_model_dir
     return os.path.join(self.gen_dir(generation), 'model')
 
+  def eval_path(self, generation):
+    """W/gen<g>/eval.json: the generation's test accuracy."""
+    return os.path.join(self.gen_dir(generation), 'eval.json')
+
   def role_settings(self, generation):
     """The TrainConfig template of `generation`: the teacher's, or it with the student's
     overrides (a student length given replaces the teacher's)."""
@@ -360,7 +364,7 @@ def _train_stage(config, generation):
 
   A finished model whose eval.json scored other eval data (or none) is only re-evaluated."""
   from noisy_student_tf.evaluate import evaluator  # pylint: disable=g-import-not-at-top
-  eval_path = os.path.join(config.gen_dir(generation), 'eval.json')
+  eval_path = config.eval_path(generation)
   done = shards.read_json(eval_path)
   if done is not None and done.get('eval_data', config.eval_data) == config.eval_data:
     return done

@@ -18,7 +18,10 @@ import os
 import shutil
 
 from noisy_student_tf import settings
+from noisy_student_tf.selftrain import filter as filter_lib
+from noisy_student_tf.selftrain import label as label_lib
 from noisy_student_tf.selftrain import shards
+from noisy_student_tf.selftrain import split as split_lib
 
 STAGES_DIR = 'stages'
 ALIASES = {'teacher': 'gen0/train', 'label': 'gen0/label', 'filter': 'gen0/filter',
@@ -106,13 +109,14 @@ def outputs(config, stage):
   """The files and folders `stage` writes (what restart removes)."""
   if stage == 'split':
     data = config.split_dir()
-    return [os.path.join(data, name) for name in ('labeled', 'unlabeled', 'split.json')]
+    return [os.path.join(data, name) for name in ('labeled', 'unlabeled', split_lib.SPLIT_FILE)]
   g, kind = _generation(stage), stage.split('/')[1]
-  gen = config.gen_dir(g)
   if kind == 'train':
     own_model = not (g == 0 and config.teacher_model_dir)
-    return ([os.path.join(gen, 'model')] if own_model else []) + [os.path.join(gen, 'eval.json')]
-  return [os.path.join(gen, 'pseudo' if kind == 'label' else 'balanced')]
+    return ([config.model_dir(g)] if own_model else []) + [config.eval_path(g)]
+  if kind == 'label':
+    return [config.label_config(g).output_dir]
+  return [config.filter_config(g).output_dir]
 
 
 def has_outputs(config, stage):
@@ -154,10 +158,13 @@ def check(config, restart_from=None):
 
 def _finished(config, stage):
   if stage == 'split':
-    return os.path.exists(os.path.join(config.split_dir(), 'split.json'))
+    return split_lib.is_complete(config.split_dir())
   g, kind = _generation(stage), stage.split('/')[1]
-  name = {'train': 'eval.json', 'label': 'pseudo/stats.json', 'filter': 'balanced/stats.json'}[kind]
-  return os.path.exists(os.path.join(config.gen_dir(g), name))
+  if kind == 'label':
+    return label_lib.is_complete(config.label_config(g).output_dir)
+  if kind == 'filter':
+    return filter_lib.is_complete(config.filter_config(g).output_dir)
+  return os.path.exists(config.eval_path(g))
 
 
 def record(config, stage):

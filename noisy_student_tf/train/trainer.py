@@ -22,6 +22,7 @@ import tensorflow as tf
 
 from noisy_student_tf import model_dir as model_dir_lib
 from noisy_student_tf import models
+from noisy_student_tf import progress as progress_lib
 from noisy_student_tf import settings
 from noisy_student_tf.settings import setting
 from noisy_student_tf.data import preprocessing
@@ -149,8 +150,7 @@ class TrainConfig:
   log_every: int = setting(100, 'Steps between log lines / TensorBoard summaries.', result=False)
   eval_every: int = setting(0, 'Steps between evaluations on --eval_data (0: only at the end).',
                             result=False)
-  progress: str = setting('auto', 'auto = a bar on a terminal, log lines otherwise.',
-                          choices=callbacks.PROGRESS_MODES, result=False)
+  progress: str = progress_lib.mode_setting()
 
   def validate(self):
     """Raises ValueError naming the first bad field; cheap checks only (no data, no devices)."""
