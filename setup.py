@@ -3,6 +3,9 @@
 from setuptools import find_packages, setup
 
 ROBUSTNESS = ['opencv-python-headless>=4.8', 'scikit-image>=0.22']
+# ns-label / ns-filter --runner=beam (selftrain/beam/): 2.77.0 resolves beside tensorflow 2.21,
+# keras 3 and tensorflow-serving-api 2.21 (tfx-bsl does not); google-crc32c: fast TFRecord CRCs.
+BEAM = ['apache-beam[tfrecord]==2.77.0', 'google-crc32c>=1.5']
 BINARIES = ['train', 'label', 'filter', 'eval', 'export', 'pipeline']
 
 setup(
@@ -30,8 +33,9 @@ setup(
     extras_require={
         # ImageNet-C corruption functions of tensorflow-datasets (ns-eval --suite=corruptions).
         'robustness': ROBUSTNESS,
-        # jax: the backend-independence tests of the models.
-        'test': ['pytest>=8', 'pytest-xdist>=3.5', 'psutil>=5.9', 'jax>=0.4'] + ROBUSTNESS,
+        'beam': BEAM,
+        # jax: the backend-independence tests of the models; BEAM: tests/test_beam.py.
+        'test': ['pytest>=8', 'pytest-xdist>=3.5', 'psutil>=5.9', 'jax>=0.4'] + ROBUSTNESS + BEAM,
         'demo': [],
     },
     entry_points={'console_scripts': [

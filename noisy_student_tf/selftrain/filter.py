@@ -28,6 +28,7 @@ import numpy as np
 
 from noisy_student_tf import progress as progress_lib
 from noisy_student_tf.selftrain import shards
+from noisy_student_tf.selftrain.beam import runner_settings
 from noisy_student_tf import settings
 from noisy_student_tf.settings import setting
 
@@ -54,13 +55,16 @@ class FilterConfig:
   num_classes: Optional[int] = setting(None, "Number of classes (default: from the labeler's "
                                        'stats.json next to the input, else the largest label + 1).')
   seed: int = setting(0, 'Seed of which records get an extra copy when K is not a multiple of a '
-                      "class's count.")
+                      "class's count (drawn per class from (seed, class)).")
   read_batch: int = setting(8192, 'Records parsed per step.', result=False)
   progress: str = progress_lib.mode_setting()
+  runner: str = runner_settings.runner_setting('filter')
+  beam_options: str = runner_settings.beam_options_setting()
 
   def validate(self):
     """Raises ValueError naming the first bad field."""
     settings.check_choices(self)
+    runner_settings.check(self)
     if not (isinstance(self.threshold, (int, float)) and 0.0 <= self.threshold <= 1.0):
       raise ValueError(f'threshold must be in [0, 1], got {self.threshold!r}')
     if self.per_class is not None and not (isinstance(self.per_class, int) and self.per_class > 0):
@@ -141,20 +145,41 @@ class _TopKPool:
     return self.parts[0]
 
 
-def _copies_per_record(labels, k, duplicate, rng):
-  """Returns int64 copies for each kept record so that every class present has exactly k
-  (duplicate=True) or keeps its records once (duplicate=False)."""
-  copies = np.ones(len(labels), np.int64)
+def passes_threshold(confidence, threshold):
+  """True (bool array) where `confidence` (float32 values) is >= `threshold`, compared in float32
+  as pass 1 and pass 2 compare them."""
+  return np.asarray(confidence, np.float32) >= threshold
+
+
+def class_copies(count, k, duplicate, seed, class_index):
+  """Copies (int64 [count]) of the `count` kept records of class `class_index`, in position
+  order, so that the class has exactly k (duplicate=True; the k % count extra copies go to
+  records drawn with the seed (seed, class_index)) or keeps its records once (duplicate=False).
+  Depends on nothing outside the class, so classes can be balanced independently."""
   if not duplicate:
-    return copies
+    return np.ones(count, np.int64)
+  copies = np.full(count, k // count, np.int64)
+  extra = k % count
+  if extra:
+    rng = np.random.default_rng((int(seed), int(class_index)))
+    copies[rng.choice(count, size=extra, replace=False)] += 1
+  return copies
+
+
+def _copies_per_record(labels, k, duplicate, seed):
+  """Returns int64 copies for each kept record (labels in position order) so that every class
+  present has exactly k (duplicate=True) or keeps its records once (duplicate=False)."""
+  copies = np.ones(len(labels), np.int64)
   for c in np.unique(labels):
     idx = np.flatnonzero(labels == c)
-    n = len(idx)
-    copies[idx] = k // n
-    extra = k % n
-    if extra:
-      copies[rng.choice(idx, size=extra, replace=False)] += 1
+    copies[idx] = class_copies(len(idx), k, duplicate, seed, c)
   return copies
+
+
+def num_classes_of(config, files):
+  """The class count to filter with: config.num_classes, else the labeler's stats.json next to
+  `files`, else None (then the largest label + 1)."""
+  return config.num_classes or _num_classes_from_input(files)
 
 
 def _num_classes_from_input(files):
@@ -182,13 +207,16 @@ def filter_records(config: FilterConfig) -> dict:
   """
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   config.validate()
+  if config.runner == 'beam':
+    from noisy_student_tf.selftrain.beam import filtering  # pylint: disable=g-import-not-at-top
+    return filtering.filter_records(config)
   progress = config.progress
   files = shards.list_record_files(config.input)
   start = time.time()
   os.makedirs(config.output_dir, exist_ok=True)
   stats_path = os.path.join(config.output_dir, shards.STATS_FILE)
   shards.remove_if_exists(stats_path)
-  num_classes = config.num_classes or _num_classes_from_input(files)
+  num_classes = num_classes_of(config, files)
   k = config.per_class
 
   # Pass 1: counts, histograms and (when balancing) the top K per class.
@@ -206,7 +234,7 @@ def filter_records(config: FilterConfig) -> dict:
                        f'min {labels.min()}, max {labels.max()}')
     counts_in = shards.add_counts(counts_in, np.bincount(labels))
     hist_in += shards.confidence_histogram(conf)
-    above = conf >= config.threshold
+    above = passes_threshold(conf, config.threshold)
     counts_above = shards.add_counts(counts_above, np.bincount(labels[above]))
     if pool is not None:
       pos = np.arange(position, position + n, dtype=np.int64)
@@ -223,7 +251,7 @@ def filter_records(config: FilterConfig) -> dict:
     sel_labels, sel_conf, sel_pos = pool.result()
     order = np.argsort(sel_pos)
     sel_labels, sel_conf, sel_pos = sel_labels[order], sel_conf[order], sel_pos[order]
-    copies = _copies_per_record(sel_labels, k, config.duplicate, np.random.default_rng(config.seed))
+    copies = _copies_per_record(sel_labels, k, config.duplicate, config.seed)
     pool_peak = pool.peak
   else:
     sel_pos = copies = None
@@ -246,7 +274,7 @@ def filter_records(config: FilterConfig) -> dict:
       num_input, 'records', progress, size=lambda b: len(b[0])):
     n = len(serialized)
     if sel_pos is None:
-      idx = np.flatnonzero(conf >= config.threshold)
+      idx = np.flatnonzero(passes_threshold(conf, config.threshold))
       n_copies = np.ones(len(idx), np.int64)
     else:
       lo, hi = np.searchsorted(sel_pos, [position, position + n])
@@ -268,27 +296,44 @@ def filter_records(config: FilterConfig) -> dict:
   for tmp, name in zip(tmp_paths, names):
     os.replace(tmp, os.path.join(config.output_dir, name))
 
-  seconds = time.time() - start
-  stats = {
-      'input': config.input, 'input_files': len(files), 'output_dir': config.output_dir,
-      'threshold': config.threshold, 'per_class': k, 'duplicate': config.duplicate,
-      'num_classes': int(num_classes), 'num_input': int(num_input),
-      'num_above_threshold': int(counts_above.sum()), 'num_unique_kept': int(counts_unique.sum()),
-      'num_output': int(counts_out.sum()),
-      'class_counts_input': counts_in.tolist(), 'class_counts_above_threshold': counts_above.tolist(),
-      'class_counts_unique_kept': counts_unique.tolist(), 'class_counts_output': counts_out.tolist(),
-      'confidence_histogram': {'bin_edges': shards.bin_edges(), 'input': hist_in.tolist(),
-                               'output': hist_out.tolist()},
-      'num_shards': config.num_shards, 'shard_sizes': shard_sizes.tolist(),
-      'candidate_pool_peak': int(pool_peak),
-      'seconds': round(seconds, 3), 'records_per_second': round(num_input / max(seconds, 1e-9), 1),
-  }
-  _plot(stats, os.path.join(config.output_dir, PLOT_FILE))
-  shards.write_json(stats_path, stats)
+  stats = summarize(config, files, num_classes, num_input, counts_in, counts_above,
+                    counts_unique, counts_out, hist_in, hist_out, shard_sizes, pool_peak,
+                    time.time() - start)
+  write_summary(config.output_dir, stats)
+  seconds = stats['seconds']
   logging.info('ns-filter: %d records in, %d above threshold %.2f, %d unique kept, %d written to '
                '%d shards in %.1f s', num_input, stats['num_above_threshold'], config.threshold,
                stats['num_unique_kept'], stats['num_output'], config.num_shards, seconds)
   return stats
+
+
+def summarize(config, files, num_classes, num_input, counts_in, counts_above, counts_unique,
+              counts_out, hist_in, hist_out, shard_sizes, pool_peak, seconds):
+  """stats.json's dict from the filter's counts: per-class int arrays of the input, above the
+  threshold, unique kept and written records, the confidence histograms of input and output, the
+  records per output shard, the candidate pool's peak size and the run's seconds."""
+  return {
+      'input': config.input, 'input_files': len(files), 'output_dir': config.output_dir,
+      'threshold': config.threshold, 'per_class': config.per_class, 'duplicate': config.duplicate,
+      'num_classes': int(num_classes), 'num_input': int(num_input),
+      'num_above_threshold': int(np.sum(counts_above)), 'num_unique_kept': int(np.sum(counts_unique)),
+      'num_output': int(np.sum(counts_out)),
+      'class_counts_input': np.asarray(counts_in).tolist(),
+      'class_counts_above_threshold': np.asarray(counts_above).tolist(),
+      'class_counts_unique_kept': np.asarray(counts_unique).tolist(),
+      'class_counts_output': np.asarray(counts_out).tolist(),
+      'confidence_histogram': {'bin_edges': shards.bin_edges(), 'input': np.asarray(hist_in).tolist(),
+                               'output': np.asarray(hist_out).tolist()},
+      'num_shards': config.num_shards, 'shard_sizes': np.asarray(shard_sizes).tolist(),
+      'candidate_pool_peak': int(pool_peak),
+      'seconds': round(seconds, 3), 'records_per_second': round(num_input / max(seconds, 1e-9), 1),
+  }
+
+
+def write_summary(output_dir, stats):
+  """Writes OUTPUT_DIR/plot.png, then OUTPUT_DIR/stats.json (the completion marker)."""
+  _plot(stats, os.path.join(output_dir, PLOT_FILE))
+  shards.write_json(os.path.join(output_dir, shards.STATS_FILE), stats)
 
 
 def is_complete(output_dir):

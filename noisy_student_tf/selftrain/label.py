@@ -32,6 +32,7 @@ from noisy_student_tf import model_dir as model_dir_lib
 from noisy_student_tf import progress as progress_lib
 from noisy_student_tf.data import preprocessing
 from noisy_student_tf.selftrain import shards
+from noisy_student_tf.selftrain.beam import runner_settings
 from noisy_student_tf import settings
 from noisy_student_tf.settings import setting
 
@@ -77,10 +78,13 @@ class LabelConfig:
       preprocessing.DEFAULT_MAX_IMAGE_PIXELS, 'Skip (and count as too large) images with more '
       'pixels, height x width read from the header before decoding. 0: no limit.')
   progress: str = progress_lib.mode_setting()
+  runner: str = runner_settings.runner_setting('label')
+  beam_options: str = runner_settings.beam_options_setting()
 
   def validate(self):
     """Raises ValueError naming the first bad field (cheap checks, nothing read)."""
     settings.check_choices(self)
+    runner_settings.check(self)
     if self.label_type not in LABEL_TYPES:
       raise ValueError(f'label_type must be one of {LABEL_TYPES}, got {self.label_type!r}')
     if not (isinstance(self.temperature, (int, float)) and self.temperature > 0):
@@ -180,8 +184,9 @@ def _open_checked(config, teacher_classes):
   return source
 
 
-def _targets(logits, config):
-  """Returns (probabilities float32 [B, C] to store, confidence float32 [B], argmax int64 [B])."""
+def pseudo_targets(logits, config):
+  """Takes the teacher's logits [B, C]; returns (probabilities float32 [B, C] to store, confidence
+  float32 [B], argmax int64 [B]) as `config` says (label_type, temperature)."""
   logits = logits.astype(np.float64)
   z = logits - logits.max(axis=1, keepdims=True)
   p1 = np.exp(z)
@@ -198,12 +203,73 @@ def _targets(logits, config):
   return probs.astype(np.float32), confidence.astype(np.float32), label.astype(np.int64)
 
 
+def pseudo_records(logits, encoded, source_ids, config, teacher_name):
+  """The pseudo-label records of one batch: logits [B, C], B encoded images and B source ids.
+
+  Returns (serialized tf.train.Example bytes [B], argmax int64 [B], confidence float32 [B]); the
+  stored confidence is the teacher's own at temperature 1 (see the module docstring).
+  """
+  from noisy_student_tf.data import records  # pylint: disable=g-import-not-at-top
+  probs, confidence, label = pseudo_targets(logits, config)
+  out = []
+  for enc, sid, p, c in zip(encoded, source_ids, probs, confidence):
+    ex = records.make_example(enc, sid, p, top_k=config.top_k, teacher=teacher_name,
+                              generation=config.generation)
+    ex.features.feature['pseudo/confidence'].float_list.value[0] = float(c)
+    out.append(ex.SerializeToString())
+  return out, label, confidence
+
+
+class LabelCounts:
+  """Running counts of labeled images, the fields of a shard's stats: `count`, `class_counts`,
+  `confidence_histogram`, `compared_with_source_labels`, `agree_with_source_labels`.
+
+  `LabelCounts(num_classes, compare)`; `add(label, confidence, truth)` per batch (truth: the
+  source's labels, -1 unknown; only counted with compare); `as_dict()`.
+  """
+
+  def __init__(self, num_classes, compare):
+    self.compare = compare
+    self.count = self.compared = self.agree = 0
+    self.class_counts = np.zeros(num_classes, np.int64)
+    self.hist = np.zeros(shards.NUM_CONFIDENCE_BINS, np.int64)
+
+  def add(self, label, confidence, truth):
+    """Counts one batch: argmax int64 [B], confidence float32 [B], source labels int64 [B]."""
+    self.count += len(label)
+    self.class_counts += np.bincount(label, minlength=len(self.class_counts))
+    self.hist += shards.confidence_histogram(confidence)
+    if self.compare:
+      truth = np.asarray(truth)
+      known = truth >= 0
+      self.compared += int(known.sum())
+      self.agree += int((truth[known] == label[known]).sum())
+
+  def as_dict(self):
+    """The counts as the JSON fields of a shard's stats."""
+    return {'count': self.count, 'class_counts': self.class_counts.tolist(),
+            'confidence_histogram': self.hist.tolist(),
+            'compared_with_source_labels': self.compared, 'agree_with_source_labels': self.agree}
+
+
+def labeling_dataset(source, config, model_config, resolution, counter):
+  """ns-label's input pipeline over `source` (a sources.Source): the evaluation crop at
+  `resolution`, batches of config.batch_size with the encoded bytes kept, corrupt and too large
+  images skipped and counted in `counter` (a pipeline.CorruptCounter).  Returns the tf.data
+  dataset of pipeline.make_eval_dataset."""
+  from noisy_student_tf.data import pipeline  # pylint: disable=g-import-not-at-top
+  return pipeline.make_eval_dataset(
+      source, batch_size=config.batch_size, resolution=resolution, convention=model_config.input,
+      small_image=model_config.model.small_image, keep_encoded=True, skip_corrupt=True,
+      corrupt_counter=counter, max_image_pixels=config.max_image_pixels)
+
+
 def _label_shard(config, index, model_config, predict_fn, teacher_name, resolution, compare,
                  bar):
   """Labels shard `index`; writes its records and stats, then renames.  Returns its stats.
   bar: the run's progress_lib.Progress (images, skipped ones included)."""
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  from noisy_student_tf.data import pipeline, records, sources  # pylint: disable=g-import-not-at-top
+  from noisy_student_tf.data import pipeline, sources  # pylint: disable=g-import-not-at-top
   start = time.time()
   source = sources.open_source(config.unlabeled, data_dir=config.data_dir,
                                label_offset=config.label_offset, num_shards=config.num_shards,
@@ -212,68 +278,56 @@ def _label_shard(config, index, model_config, predict_fn, teacher_name, resoluti
     bar.set_total(source.num_examples)
   bar.set_postfix(f'shard {index + 1}/{config.num_shards}')
   counter = pipeline.CorruptCounter()
-  dataset = pipeline.make_eval_dataset(
-      source, batch_size=config.batch_size, resolution=resolution, convention=model_config.input,
-      small_image=model_config.model.small_image, keep_encoded=True, skip_corrupt=True,
-      corrupt_counter=counter, max_image_pixels=config.max_image_pixels)
-  num_classes = model_config.model.num_classes
+  dataset = labeling_dataset(source, config, model_config, resolution, counter)
   final = shard_path(config.output_dir, index, config.num_shards)
   tmp = final + shards.TMP_SUFFIX
-  class_counts = np.zeros(num_classes, np.int64)
-  hist = np.zeros(shards.NUM_CONFIDENCE_BINS, np.int64)
-  count = agree = compared = 0
+  counts = LabelCounts(model_config.model.num_classes, compare)
   seen_before = bar.n
   writer = tf.io.TFRecordWriter(tmp)
   try:
     for batch in dataset:
       logits = predict_fn(batch['image']).numpy()
-      probs, confidence, label = _targets(logits, config)
-      for enc, sid, p, c in zip(batch['encoded'].numpy(), batch['source_id'].numpy(), probs,
-                                confidence):
-        ex = records.make_example(enc, sid, p, top_k=config.top_k, teacher=teacher_name,
-                                  generation=config.generation)
-        ex.features.feature['pseudo/confidence'].float_list.value[0] = float(c)
-        writer.write(ex.SerializeToString())
-      count += len(label)
-      bar.update_to(seen_before + count + counter.count)
-      class_counts += np.bincount(label, minlength=num_classes)
-      hist += shards.confidence_histogram(confidence)
-      if compare:
-        truth = batch['label'].numpy()
-        known = truth >= 0
-        compared += int(known.sum())
-        agree += int((truth[known] == label[known]).sum())
+      serialized, label, confidence = pseudo_records(
+          logits, batch['encoded'].numpy(), batch['source_id'].numpy(), config, teacher_name)
+      for record in serialized:
+        writer.write(record)
+      counts.add(label, confidence, batch['label'].numpy())
+      bar.update_to(seen_before + counts.count + counter.count)
     writer.close()
-    bar.update_to(seen_before + count + counter.count)
+    bar.update_to(seen_before + counts.count + counter.count)
   except BaseException:
     writer.close()
     shards.remove_if_exists(tmp)
     raise
-  stats = {'shard_index': index, 'count': count, 'class_counts': class_counts.tolist(),
-           'confidence_histogram': hist.tolist(),
+  stats = {'shard_index': index, **counts.as_dict(),
            'corrupt_skipped': counter.count - counter.too_large,
-           'too_large_skipped': counter.too_large,
-           'compared_with_source_labels': compared, 'agree_with_source_labels': agree,
-           'seconds': round(time.time() - start, 3)}
+           'too_large_skipped': counter.too_large, 'seconds': round(time.time() - start, 3)}
   shards.write_json(_shard_stats_path(config.output_dir, index, config.num_shards), stats)
   os.replace(tmp, final)
   logging.info('ns-label: shard %d/%d: %d images (%d corrupt, %d too large skipped) in %.1f s',
-               index + 1, config.num_shards, count, stats['corrupt_skipped'],
+               index + 1, config.num_shards, stats['count'], stats['corrupt_skipped'],
                stats['too_large_skipped'], stats['seconds'])
   return stats
 
 
 def _aggregate(config, model_config, teacher_name, resolution):
   """Sums the shard stats into OUTPUT_DIR/stats.json (+ plot.png); returns the dict."""
-  from noisy_student_tf.selftrain import plots  # pylint: disable=g-import-not-at-top
   parts = [shards.read_json(_shard_stats_path(config.output_dir, i, config.num_shards))
            for i in range(config.num_shards)]
+  stats = summarize(parts, config, model_config, teacher_name, resolution)
+  write_summary(config.output_dir, stats)
+  return stats
+
+
+def summarize(parts, config, model_config, teacher_name, resolution):
+  """The run's stats (stats.json's dict) from the stats of its parts (dicts with the fields of
+  LabelCounts.as_dict plus corrupt_skipped, too_large_skipped and seconds)."""
   num_classes = model_config.model.num_classes
   class_counts = np.sum([p['class_counts'] for p in parts], axis=0).astype(np.int64)
   hist = np.sum([p['confidence_histogram'] for p in parts], axis=0).astype(np.int64)
   compared = sum(p['compared_with_source_labels'] for p in parts)
   agree = sum(p['agree_with_source_labels'] for p in parts)
-  stats = {
+  return {
       'count': int(sum(p['count'] for p in parts)),
       'num_classes': num_classes, 'class_names': model_config.class_names,
       'class_counts': class_counts.tolist(),
@@ -290,9 +344,13 @@ def _aggregate(config, model_config, teacher_name, resolution):
                  for i in range(config.num_shards)],
       **config.fixed(),
   }
-  plots.label_plot(stats, os.path.join(config.output_dir, PLOT_FILE))
-  shards.write_json(os.path.join(config.output_dir, shards.STATS_FILE), stats)
-  return stats
+
+
+def write_summary(output_dir, stats):
+  """Writes OUTPUT_DIR/plot.png, then OUTPUT_DIR/stats.json (the completion marker) from `stats`."""
+  from noisy_student_tf.selftrain import plots  # pylint: disable=g-import-not-at-top
+  plots.label_plot(stats, os.path.join(output_dir, PLOT_FILE))
+  shards.write_json(os.path.join(output_dir, shards.STATS_FILE), stats)
 
 
 def _images_to_label(config, source, todo):
@@ -306,16 +364,12 @@ def _images_to_label(config, source, todo):
       p['count'] + p['corrupt_skipped'] + p.get('too_large_skipped', 0) for p in done)
 
 
-def label(config: LabelConfig) -> dict:
-  """Labels the unlabeled source with the teacher, as `config` says (config.progress: images per
-  second over the shards to label).
-
-  Returns the aggregate stats (also OUTPUT_DIR/stats.json) when every shard is done, else
-  {'complete': False, 'shards_done': n, 'num_shards': N}.  Raises ValueError for bad settings, a
-  missing teacher, an empty source or an output_dir made with other settings, before labeling.
+def prepare(config):
+  """The checks and set-up before labeling into config.output_dir, by any runner: the teacher
+  exists and is trained, the output_dir holds nothing made with other settings, the source is
+  not empty; writes OUTPUT_DIR/label_config.json.  Returns (the teacher's ModelDirConfig, the
+  Source, whether to compare with the source's labels).  Raises ValueError naming what is wrong.
   """
-  config.validate()
-  progress = config.progress
   try:
     model_config = model_dir_lib.read_config(config.model_dir)
   except FileNotFoundError as e:
@@ -328,11 +382,38 @@ def label(config: LabelConfig) -> dict:
   compare = source.num_classes == model_config.model.num_classes
   os.makedirs(config.output_dir, exist_ok=True)
   shards.write_json(os.path.join(config.output_dir, RUN_FILE), config.fixed())
+  return model_config, source, compare
+
+
+def resolution_of(config, model_config):
+  """The test resolution labeling runs at: config.resolution, else the teacher's."""
+  return int(config.resolution or model_config.model.resolution)
+
+
+def teacher_name_of(config, model_config):
+  """What every record's pseudo/teacher says: 'model name:absolute model dir:weights'."""
+  return f'{model_config.model.name}:{os.path.abspath(config.model_dir)}:{config.weights}'
+
+
+def label(config: LabelConfig) -> dict:
+  """Labels the unlabeled source with the teacher, as `config` says (config.progress: images per
+  second over the shards to label; config.runner='beam': as an Apache Beam pipeline, see
+  selftrain/beam/labeling.py).
+
+  Returns the aggregate stats (also OUTPUT_DIR/stats.json) when every shard is done, else
+  {'complete': False, 'shards_done': n, 'num_shards': N}.  Raises ValueError for bad settings, a
+  missing teacher, an empty source or an output_dir made with other settings, before labeling.
+  """
+  config.validate()
+  if config.runner == 'beam':
+    from noisy_student_tf.selftrain.beam import labeling  # pylint: disable=g-import-not-at-top
+    return labeling.label(config)
+  progress = config.progress
+  model_config, source, compare = prepare(config)
   todo = range(config.num_shards) if config.shard_index is None else [config.shard_index]
   todo = [i for i in todo if not shard_done(config.output_dir, i, config.num_shards)]
-  resolution = int(config.resolution or model_config.model.resolution)
-  teacher_name = (f'{model_config.model.name}:{os.path.abspath(config.model_dir)}:'
-                  f'{config.weights}')
+  resolution = resolution_of(config, model_config)
+  teacher_name = teacher_name_of(config, model_config)
   if todo:
     from noisy_student_tf.evaluate import evaluator  # pylint: disable=g-import-not-at-top
     model, _ = model_dir_lib.load_model(config.model_dir, weights=config.weights,

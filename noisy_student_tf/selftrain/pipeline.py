@@ -35,6 +35,7 @@ from noisy_student_tf.selftrain import label as label_lib
 from noisy_student_tf.selftrain import shards
 from noisy_student_tf.selftrain import split as split_lib
 from noisy_student_tf.selftrain import stages
+from noisy_student_tf.selftrain.beam import runner_settings
 from noisy_student_tf.settings import setting
 from noisy_student_tf.train import trainer
 
@@ -54,8 +55,8 @@ SHARED_ONLY = ('labeled', 'eval_data', 'data_dir', 'label_offset', 'num_classes'
                'max_image_pixels')
 # LabelConfig / FilterConfig fields the pipeline fills per generation.
 LABEL_OWNED = ('model_dir', 'output_dir', 'shard_index', 'generation', 'data_dir', 'label_offset',
-               'max_image_pixels')
-FILTER_OWNED = ('input', 'output_dir', 'num_classes')
+               'max_image_pixels', 'runner', 'beam_options')
+FILTER_OWNED = ('input', 'output_dir', 'num_classes', 'runner', 'beam_options')
 # What a student changes from the teacher's settings unless told otherwise: the paper's noise
 # (RandAugment 2 ops at magnitude 27) and a length in passes over the pseudo-labeled set.
 STUDENT_DEFAULTS = {'randaug_layers': 2, 'randaug_magnitude': 27.0, 'epochs_over': 'pseudo'}
@@ -106,6 +107,11 @@ class PipelineConfig:
                               'official procedure): every later teacher re-labels that fixed '
                               'balanced set and its student trains on all of it. Off: every '
                               'teacher labels the whole unlabeled set, filtered anew.')
+  label_runner: str = setting('local', 'Where the label and filter stages run: local (in this '
+                              'process) or beam (as Apache Beam pipelines: ns-label / ns-filter '
+                              '--runner=beam, with --beam_options).',
+                              choices=runner_settings.RUNNERS, result=False)
+  beam_options: str = runner_settings.beam_options_setting()
   teacher: trainer.TrainConfig = setting(default_factory=default_train_settings)
   student: Dict[str, Any] = setting(default_factory=lambda: dict(STUDENT_DEFAULTS))
   label: label_lib.LabelConfig = setting(default_factory=lambda: label_lib.LabelConfig(
@@ -254,7 +260,8 @@ class PipelineConfig:
         self.label, model_dir=self.model_dir(generation), unlabeled=self.label_source(generation),
         output_dir=os.path.join(self.gen_dir(generation), 'pseudo'), generation=generation,
         data_dir=self.teacher.data_dir, label_offset=self.teacher.label_offset,
-        max_image_pixels=self.teacher.max_image_pixels)
+        max_image_pixels=self.teacher.max_image_pixels, runner=self.label_runner,
+        beam_options=self.beam_options)
 
   def label_source(self, generation):
     """What `generation`'s model labels: the unlabeled data, or with filter_once (generation >= 1)
@@ -275,7 +282,8 @@ class PipelineConfig:
     return dataclasses.replace(
         self.filter, input=os.path.join(self.gen_dir(generation), 'pseudo'),
         output_dir=os.path.join(self.gen_dir(generation), 'balanced'),
-        seed=self.filter.seed + generation)
+        seed=self.filter.seed + generation, runner=self.label_runner,
+        beam_options=self.beam_options)
 
   def source_cache_dir(self):
     """W/data/source_stats: the cached label scans of record sources."""
