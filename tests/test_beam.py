@@ -204,7 +204,8 @@ def test_bad_beam_settings_fail_before_work(teacher, tmp_path, overrides, messag
 
 
 def test_ns_pipeline_label_runner_reaches_label_and_filter():
-  config = pipeline_lib.PipelineConfig(work_dir='/w', label_runner='beam', beam_options=IN_MEMORY)
+  config = pipeline_lib.PipelineConfig(work_dir='/w', label_runner='beam',
+                                       label_beam_options=IN_MEMORY)
   for stage in (config.label_config(0), config.filter_config(0)):
     assert (stage.runner, stage.beam_options) == ('beam', IN_MEMORY)
   assert pipeline_lib.PipelineConfig(work_dir='/w').label_config(1).runner == 'local'

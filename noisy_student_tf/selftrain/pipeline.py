@@ -109,9 +109,9 @@ class PipelineConfig:
                               'teacher labels the whole unlabeled set, filtered anew.')
   label_runner: str = setting('local', 'Where the label and filter stages run: local (in this '
                               'process) or beam (as Apache Beam pipelines: ns-label / ns-filter '
-                              '--runner=beam, with --beam_options).',
+                              '--runner=beam, with --label_beam_options).',
                               choices=runner_settings.RUNNERS, result=False)
-  beam_options: str = runner_settings.beam_options_setting()
+  label_beam_options: str = runner_settings.beam_options_setting('--label_runner=beam')
   teacher: trainer.TrainConfig = setting(default_factory=default_train_settings)
   student: Dict[str, Any] = setting(default_factory=lambda: dict(STUDENT_DEFAULTS))
   label: label_lib.LabelConfig = setting(default_factory=lambda: label_lib.LabelConfig(
@@ -261,7 +261,7 @@ class PipelineConfig:
         output_dir=os.path.join(self.gen_dir(generation), 'pseudo'), generation=generation,
         data_dir=self.teacher.data_dir, label_offset=self.teacher.label_offset,
         max_image_pixels=self.teacher.max_image_pixels, runner=self.label_runner,
-        beam_options=self.beam_options)
+        beam_options=self.label_beam_options)
 
   def label_source(self, generation):
     """What `generation`'s model labels: the unlabeled data, or with filter_once (generation >= 1)
@@ -283,7 +283,7 @@ class PipelineConfig:
         self.filter, input=os.path.join(self.gen_dir(generation), 'pseudo'),
         output_dir=os.path.join(self.gen_dir(generation), 'balanced'),
         seed=self.filter.seed + generation, runner=self.label_runner,
-        beam_options=self.beam_options)
+        beam_options=self.label_beam_options)
 
   def source_cache_dir(self):
     """W/data/source_stats: the cached label scans of record sources."""

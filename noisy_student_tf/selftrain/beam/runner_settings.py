@@ -23,9 +23,10 @@ def runner_setting(stage):
                  result=False)
 
 
-def beam_options_setting():
-  """The `beam_options` field: Beam's own pipeline options as one string (result=False)."""
-  return setting('', 'Apache Beam pipeline options for --runner=beam, as one string, e.g. '
+def beam_options_setting(used_with='--runner=beam'):
+  """A `beam_options` field: Beam's own pipeline options as one string (result=False), used
+  with the flag `used_with`."""
+  return setting('', f'Apache Beam pipeline options for {used_with}, as one string, e.g. '
                  '"--runner=DirectRunner --direct_num_workers=2 '
                  '--direct_running_mode=multi_processing" or a Dataflow / Flink / Spark '
                  "runner's options. Empty: Beam's DirectRunner defaults.", result=False)
