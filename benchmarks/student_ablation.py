@@ -34,6 +34,7 @@ from absl import app
 from absl import flags
 from absl import logging
 
+from noisy_student_tf.selftrain import controls
 from noisy_student_tf.selftrain import shards
 
 FLAGS = flags.FLAGS
@@ -126,10 +127,13 @@ def variant_train_config(recipe, name, steps, out_dir):
   """The TrainConfig of variant `name` trained for `steps` into OUT_DIR/model.
 
   recipe: the run's PipelineConfig.  Returns (TrainConfig, rows per step)."""
+  if name in controls.CONTROLS:  # the same controls ns-pipeline --controls trains
+    train_config = controls.control_train_config(recipe.train_config(1), name, steps,
+                                                 os.path.join(out_dir, 'model'))
+    train_config = dataclasses.replace(train_config, checkpoint_every=min(200, steps))
+    return train_config, controls.rows_per_step(train_config)
   student, changes = {}, {}
-  if name == 'no_noise':
-    student = dict(randaug_layers=0, randaug_magnitude=0.0, dropout=0.0, drop_path_rate=0.0)
-  elif name in ('ratio1', 'ratio1_same_rows'):
+  if name in ('ratio1', 'ratio1_same_rows'):
     student = dict(unlabeled_ratio=1.0)
   elif name == 'scratch':
     changes = dict(student_init_from_teacher=False)
@@ -152,18 +156,7 @@ def variant_train_config(recipe, name, steps, out_dir):
     flat = _relabel(recipe, out_dir, temperature=2.0)
     train_config = dataclasses.replace(train_config,
                                        pseudo='pseudo:' + os.path.join(flat, '*.tfrecord'))
-  elif name == 'labeled_only':
-    # Same rows per step from the labeled data alone; the learning rate is set per 256 labeled
-    # images and warmup in labeled epochs, so both are rescaled to keep the recipe's schedule.
-    factor = (train_config.batch_size + round(train_config.unlabeled_ratio *
-                                              train_config.batch_size)) / train_config.batch_size
-    train_config = dataclasses.replace(
-        train_config, pseudo=None, batch_size=int(round(train_config.batch_size * factor)),
-        base_learning_rate=train_config.base_learning_rate / factor,
-        warmup_epochs=train_config.warmup_epochs * factor)
-  rows = train_config.batch_size + (round(train_config.unlabeled_ratio * train_config.batch_size)
-                                    if train_config.pseudo else 0)
-  return train_config, rows
+  return train_config, controls.rows_per_step(train_config)
 
 
 def run_variant(recipe, name, steps, out):

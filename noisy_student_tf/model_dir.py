@@ -30,14 +30,25 @@ IMAGENET_MEAN = (0.485 * 255, 0.456 * 255, 0.406 * 255)
 IMAGENET_STD = (0.229 * 255, 0.224 * 255, 0.225 * 255)
 
 
+RESIZE_METHODS = ('bilinear', 'bicubic', 'bicubic_tf1', 'nearest', 'area', 'lanczos3', 'lanczos5',
+                  'gaussian', 'mitchellcubic')
+
+
 @dataclasses.dataclass(frozen=True)
 class InputConvention:
   """How raw RGB pixels (0-255) become model inputs: (x - mean) / std per channel, images resized
-  with `resize_method`, evaluation center crop of side resolution / (resolution + crop_padding)."""
+  with `resize_method` (a tf.image.resize method, or 'bicubic_tf1': TF1's resize_bicubic, what
+  converted official checkpoints expect; see data/preprocessing.resize_float), evaluation center
+  crop of side resolution / (resolution + crop_padding)."""
   mean: Sequence[float] = IMAGENET_MEAN
   std: Sequence[float] = IMAGENET_STD
   resize_method: str = 'bilinear'
   crop_padding: int = 32
+
+  def __post_init__(self):
+    if self.resize_method not in RESIZE_METHODS:
+      raise ValueError(f'input convention: resize_method must be one of {RESIZE_METHODS}, got '
+                       f'{self.resize_method!r}')
 
   def to_json(self):
     return {'mean': list(self.mean), 'std': list(self.std), 'resize_method': self.resize_method,

@@ -195,7 +195,7 @@ def test_b0_converts_with_ema_shadows_and_official_convention(b0, b0_dir):
                                           'training bookkeeping (global_step, optimizer scalars)'}
   config = model_dir.read_config(out)
   assert config.input == convert.OFFICIAL_INPUT
-  assert config.input.resize_method == 'bicubic' and config.input.crop_padding == 32
+  assert config.input.resize_method == 'bicubic_tf1' and config.input.crop_padding == 32
   assert config.input.mean == model_dir.IMAGENET_MEAN and config.input.std == model_dir.IMAGENET_STD
   assert len(config.class_names) == 1000 and config.class_names[0] == 'n01440764'
   assert config.model.resolution == 224 and config.training['global_step'] == 123456

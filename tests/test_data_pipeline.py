@@ -55,6 +55,51 @@ def test_eval_crop_uses_the_padding_ratio_and_handles_grayscale_and_odd_sizes():
   assert up.min() == 0 and up.max() == 255  # overshoot clipped, not wrapped
 
 
+def _tf1_bicubic_reference(image, size):
+  """TF1 resize_bicubic written out in numpy: source coordinate x * in / out in float32 (no
+  half-pixel centres), cubic kernel with a = -0.75 at the distance rounded to 1/1024 (the kernel's
+  1024-entry table), neighbours clamped at the border, float result."""
+  def cubic(t, a=-0.75):
+    t = np.abs(t)
+    return np.where(t <= 1, ((a + 2) * t - (a + 3)) * t * t + 1,
+                    np.where(t < 2, ((a * t - 5 * a) * t + 8 * a) * t - 4 * a, 0.0))
+
+  def weights(in_size, out_size):
+    w = np.zeros((out_size, in_size))
+    scale = np.float32(in_size) / np.float32(out_size)
+    for o in range(out_size):
+      x = np.float32(o) * scale
+      base = int(np.floor(x))
+      delta = np.round((x - base) * 1024) / 1024
+      for k in range(-1, 3):
+        w[o, min(max(base + k, 0), in_size - 1)] += cubic(delta - k)
+    return w
+  wy, wx = weights(image.shape[0], size), weights(image.shape[1], size)
+  return np.einsum('oh,hwc,pw->opc', wy, image.astype(np.float64), wx)
+
+
+def test_bicubic_tf1_matches_tf1_resize_bicubic_and_differs_from_tf2_bicubic():
+  """Converted official checkpoints expect TF1's resize_bicubic (official preprocessing.py)."""
+  rng = np.random.RandomState(1)
+  image = rng.randint(0, 256, (37, 53, 3)).astype(np.uint8)
+  tf1 = InputConvention(resize_method='bicubic_tf1')
+  for size in (16, 29, 80):
+    want = _tf1_bicubic_reference(image, size)
+    got = preprocessing.resize_float(image, size, tf1).numpy()
+    np.testing.assert_allclose(got, want, atol=2e-3)
+    tf2 = preprocessing.resize_float(image, size, InputConvention(resize_method='bicubic')).numpy()
+    assert np.abs(tf2 - want).max() > 5  # TF2 bicubic: half-pixel centres, a = -0.5
+  # the evaluation crop: official offsets and side, then the same resize, clipped and rounded
+  encoded = tf.io.encode_png(image)
+  crop = preprocessing.eval_crop(encoded, 24, tf1).numpy()
+  side = int(24 / (24 + 32) * 37)
+  top, left = (37 - side + 1) // 2, (53 - side + 1) // 2
+  want = _tf1_bicubic_reference(image[top:top + side, left:left + side], 24)
+  np.testing.assert_array_equal(crop, np.round(np.clip(want, 0, 255)).astype(np.uint8))
+  with pytest.raises(ValueError, match="resize_method must be one of .* got 'bicubc'"):
+    InputConvention(resize_method='bicubc')
+
+
 def test_image_transform_is_applied_before_normalisation():
   s = sources.open_source('digits:test')
   plain = next(iter(pipeline.make_eval_dataset(s, batch_size=4, resolution=16, convention=CONV)))
@@ -118,6 +163,53 @@ def test_mixed_batch_weights_give_mean_ce_labeled_plus_mean_ce_pseudo(tmp_path):
       labeled, batch_size=b, resolution=16, num_classes=10, convention=CONV)))
   assert t.shape == (4, 10)
   np.testing.assert_allclose(w.numpy(), 0.25)
+
+
+def test_hard_pseudo_labels_are_smoothed_and_soft_ones_kept(tmp_path):
+  """As the official main.py: one-hot pseudo-labels get label smoothing, soft ones do not."""
+  rng = np.random.RandomState(3)
+  n, c = 24, 10
+  soft = rng.dirichlet(np.ones(c), size=n // 2).astype(np.float32)
+  hard = np.eye(c, dtype=np.float32)[rng.randint(0, c, n // 2)]
+  images = rng.randint(0, 256, (n, 12, 12, 3)).astype(np.uint8)
+  with records.PseudoLabelWriter(tmp_path, prefix='pl') as w:
+    w.write_batch([tf.io.encode_png(im).numpy() for im in images],
+                  [f'u{i}' for i in range(n)], np.concatenate([soft, hard]))
+  pseudo = sources.open_source(f'pseudo:{tmp_path}/pl-*.tfrecord')
+  labeled = sources.open_source('digits:test')
+
+  def pseudo_targets(**kwargs):
+    ds = pipeline.make_train_dataset(labeled, batch_size=4, resolution=12, num_classes=c,
+                                     convention=CONV, label_smoothing=0.1, pseudo=pseudo,
+                                     unlabeled_ratio=2, seed=5, **kwargs)
+    rows = []
+    for _, targets, weights in ds.take(6):
+      rows.append(targets.numpy()[np.isclose(weights.numpy(), 1 / 8)])
+    return np.concatenate(rows)
+
+  smoothed = pseudo_targets(hard_pseudo_label_smoothing=0.2)
+  is_hard = np.isclose(smoothed.max(1), 0.82)
+  assert 10 <= is_hard.sum() <= 38 and (~is_hard).sum() >= 10  # both kinds seen
+  np.testing.assert_allclose(np.sort(smoothed[is_hard], 1)[:, -2:], [[0.02, 0.82]] * is_hard.sum(),
+                             rtol=1e-6)
+  # soft rows are exactly one of the stored distributions
+  for row in smoothed[~is_hard]:
+    assert np.abs(soft - row).max(1).min() < 1e-6
+  plain = pseudo_targets()  # the library default: no smoothing
+  assert set(np.unique(plain[plain.max(1) == 1.0])) == {0.0, 1.0}
+  with pytest.raises(ValueError, match='hard_pseudo_label_smoothing must be in'):
+    pipeline.make_train_dataset(labeled, batch_size=4, resolution=12, num_classes=c,
+                                convention=CONV, pseudo=pseudo, hard_pseudo_label_smoothing=1.0)
+
+
+def test_train_config_smooths_hard_pseudo_labels_like_the_labeled_ones_unless_told():
+  from noisy_student_tf.train import trainer
+  base = dict(model_dir='/tmp/m', labeled='digits:train', train_steps=1)
+  assert trainer.TrainConfig(**base, label_smoothing=0.1).hard_pseudo_label_smoothing() == 0.1
+  assert trainer.TrainConfig(**base, label_smoothing=0.1,
+                             pseudo_label_smoothing=0.0).hard_pseudo_label_smoothing() == 0.0
+  with pytest.raises(ValueError, match='pseudo_label_smoothing must be in'):
+    trainer.TrainConfig(**base, pseudo_label_smoothing=-0.5).validate()
 
 
 def _corrupt_folder(cifar10_small, tmp_path, n=200, bad=(17, 123)):

@@ -84,7 +84,20 @@ def test_sigkill_at_random_stage_then_rerun_completes(killed_then_rerun):
   present = sum(1 for c in filtered['class_counts_above_threshold'] if c)
   # K=40 for each class the teacher predicts at all (a 12-step teacher predicts few classes).
   assert report[1]['num_pseudo_labels'] == filtered['num_output'] == 40 * present
-  assert (work / 'report.md').read_text().count('\n') == 4
+  report_md = (work / 'report.md').read_text()
+  assert sum(line.startswith('|') for line in report_md.splitlines()) == 4
+  # The teacher's pseudo-label gallery: its wrong images are exactly the most confident
+  # pseudo-labels that disagree with the hidden label (the class folder of the split).
+  gallery = json.loads((work / 'gen0' / 'gallery' / 'gallery.json').read_text())
+  names = gallery['classes_shown']
+  wrong = collections.defaultdict(list)
+  for i, r in enumerate(read_records(work / 'gen0' / 'pseudo')):
+    if r['source_id'].split('/')[0] != names[r['label']]:
+      wrong[r['label']].append((-r['confidence'], i, r['source_id']))
+  assert gallery['selected']['wrong'] == {
+      n: [sid for *_, sid in sorted(wrong[c])[:8]] for c, n in enumerate(names)}
+  assert '](gen0/gallery/pseudo_gallery.png)' in report_md
+  assert (work / 'gen0' / 'gallery' / 'pseudo_accuracy.png').exists()
   assert (work / 'report.png').stat().st_size > 1000
   assert (work / 'gen0' / 'balanced' / 'plot.png').exists()
 
@@ -128,6 +141,42 @@ def test_changed_threshold_stops_then_restart_from_filter_keeps_teacher_and_pseu
   assert report[1]['num_pseudo_labels'] > 0
 
 
+def test_controls_train_beside_a_finished_student_and_restart_alone(killed_then_rerun, tmp_path):
+  """--controls on a finished work dir trains only the controls, at the student's steps, and puts
+  them in the report; restarting one control redoes only it."""
+  work = tmp_path / 'w'
+  shutil.copytree(killed_then_rerun[0], work)
+  before = {d: _digests(work / d) for d in ('gen0/model', 'gen0/pseudo', 'gen1/model')}
+  cmd = [*_cmd(work), '--controls=labeled_only,no_noise']
+  run = subprocess.run(cmd, capture_output=True, text=True, timeout=400)
+  assert run.returncode == 0, run.stderr[-3000:]
+  assert {d: _digests(work / d) for d in before} == before  # nothing else redone
+  evals = {n: json.loads((work / 'gen1' / 'controls' / n / 'eval.json').read_text())
+           for n in ('labeled_only', 'no_noise')}
+  assert evals['labeled_only']['steps'] == evals['no_noise']['steps'] == 12  # the student's
+  assert evals['labeled_only']['rows_per_step'] == evals['no_noise']['rows_per_step'] == 8 + 16
+  only = json.loads((work / 'gen1' / 'controls' / 'labeled_only' / 'model' /
+                     'config.json').read_text())['training']
+  assert only['pseudo'] is None and only['batch_size'] == 24
+  quiet = json.loads((work / 'gen1' / 'controls' / 'no_noise' / 'model' /
+                      'config.json').read_text())['training']
+  assert quiet['randaug_layers'] == 0 and quiet['pseudo'] is not None
+  report = json.loads((work / 'report.json').read_text())
+  assert set(report[1]['controls']) == {'labeled_only', 'no_noise'}
+  assert report[1]['controls']['no_noise']['top1'] == evals['no_noise']['top1']
+  table = (work / 'report.md').read_text()
+  assert 'labeled_only control top-1 | no_noise control top-1' in table
+  assert f"{100 * evals['labeled_only']['top1']:.2f}%" in table.splitlines()[3]
+
+  kept = _digests(work / 'gen1' / 'controls' / 'labeled_only')
+  redo = subprocess.run([*cmd, '--restart_from=gen1/control_no_noise'], capture_output=True,
+                        text=True, timeout=400)
+  assert redo.returncode == 0, redo.stderr[-3000:]
+  assert _digests(work / 'gen1' / 'controls' / 'labeled_only') == kept
+  assert {d: _digests(work / d) for d in before} == before
+  assert (work / 'gen1' / 'controls' / 'no_noise' / 'eval.json').exists()
+
+
 BASE = dict(label=label_lib.LabelConfig(unlabeled='digits:train'), models=('b0',),
             widths=(0.25,), depths=(0.25,), student={'train_steps': 5})
 TEACHER = trainer.TrainConfig(labeled='digits:test', eval_data='digits:test', resolution=16,
@@ -156,6 +205,7 @@ def _config(tmp_path, **override):
     ({'teacher': dataclasses.replace(TEACHER, model='b3')}, 'teacher.model is set by the pipeline'),
     ({'label': label_lib.LabelConfig(unlabeled='digits:train', temperature=0)},
      'temperature must be > 0'),
+    ({'controls': ('labeled_only', 'noise')}, "unknown control 'noise'"),
 ])
 def test_bad_settings_fail_before_work(tmp_path, override, message):
   config = _config(tmp_path, **override)

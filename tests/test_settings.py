@@ -16,7 +16,7 @@ from noisy_student_tf import settings
 from noisy_student_tf.cli import pipeline as cli
 from noisy_student_tf.selftrain import filter as filter_lib
 from noisy_student_tf.selftrain import label as label_lib
-from noisy_student_tf.selftrain import pipeline, stages
+from noisy_student_tf.selftrain import pipeline, shards, stages
 from noisy_student_tf.train import trainer
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
@@ -213,6 +213,29 @@ def test_settings_that_do_not_shape_results_never_block_a_rerun(tmp_path):
                        '--progress=none', '--checkpoint_every=7', '--eval_batch_size=64',
                        '--label.batch_size=8', '--filter.read_batch=100',
                        '--steps_per_execution=4']))
+
+
+def test_fingerprints_of_older_code_without_a_new_setting_do_not_block_at_its_default(tmp_path):
+  """A work dir made before a setting existed: at its default the setting is no change (the stage
+  was made with that behaviour); given another value, it is."""
+  config = _parse([f'--work_dir={tmp_path}', '--train_steps=5'])
+  previous = None
+  for stage, fingerprint in stages.fingerprints(config).items():  # as older code wrote them
+    old = {**fingerprint, 'upstream': previous,
+           'settings': {k: v for k, v in fingerprint['settings'].items()
+                        if k not in ('pseudo_label_smoothing', 'pseudo_loss_weighting')}}
+    shards.write_json(stages._path(config, stage), old)  # pylint: disable=protected-access
+    previous = settings.digest(old)
+  stages.check(config)
+  for stage in stages.stage_ids(config):  # a stage recorded now chains onto the older ones
+    if stage == 'gen1/train':
+      stages.record(config, stage)
+  stages.check(config)
+  changed = _parse([f'--work_dir={tmp_path}', '--train_steps=5',
+                    '--student.pseudo_label_smoothing=0.2'])
+  with pytest.raises(ValueError, match=r'stage gen1/train .*pseudo_label_smoothing '
+                     r'\(--student.pseudo_label_smoothing\): None -> 0.2'):
+    stages.check(changed)
 
 
 def test_restart_from_names_are_checked():

@@ -23,7 +23,7 @@ from noisy_student_tf.convert.reader import CheckpointIndex
 
 # What the official checkpoints expect (references/checkpoints.md, section 3.6).
 OFFICIAL_INPUT = model_dir_lib.InputConvention(
-    mean=model_dir_lib.IMAGENET_MEAN, std=model_dir_lib.IMAGENET_STD, resize_method='bicubic',
+    mean=model_dir_lib.IMAGENET_MEAN, std=model_dir_lib.IMAGENET_STD, resize_method='bicubic_tf1',
     crop_padding=32)
 
 

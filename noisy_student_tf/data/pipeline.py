@@ -188,6 +188,18 @@ def _one_hot_targets(label, num_classes, label_smoothing, spec):
   return one_hot * (1.0 - label_smoothing) + label_smoothing / num_classes
 
 
+def _pseudo_targets(target, num_classes, hard_label_smoothing):
+  """A pseudo-label record's target [C]: hard (one-hot) ones smoothed with
+  `hard_label_smoothing`, soft ones as they are (as the official code: it smooths the one-hot
+  pseudo-labels with its --label_smoothing and uses soft distributions unchanged)."""
+  target = tf.ensure_shape(target, [num_classes])
+  if not hard_label_smoothing:
+    return target
+  is_hard = tf.equal(tf.reduce_max(target), 1.0)  # ns-label writes hard labels as exact 0/1
+  smoothed = target * (1.0 - hard_label_smoothing) + hard_label_smoothing / num_classes
+  return tf.where(is_hard, smoothed, target)
+
+
 def _train_stream(source, rows, *, resolution, convention, small_image, augment, targets,
                   shuffle_buffer, seed, skip_corrupt, counter, flip,
                   max_image_pixels=preprocessing.DEFAULT_MAX_IMAGE_PIXELS):
@@ -209,6 +221,7 @@ def _train_stream(source, rows, *, resolution, convention, small_image, augment,
 def make_train_dataset(labeled, *, batch_size, resolution, num_classes, convention,
                        small_image=False, randaug_layers=0, randaug_magnitude=0,
                        label_smoothing=0.1, pseudo=None, unlabeled_ratio=1.0, seed=None,
+                       hard_pseudo_label_smoothing=0.0,
                        skip_corrupt=False, shuffle_buffer=DEFAULT_SHUFFLE_BUFFER,
                        corrupt_counter=None, flip=True,
                        max_image_pixels=preprocessing.DEFAULT_MAX_IMAGE_PIXELS) -> tf.data.Dataset:
@@ -227,8 +240,10 @@ def make_train_dataset(labeled, *, batch_size, resolution, num_classes, conventi
   """
   _check_positive(batch_size=batch_size, resolution=resolution, num_classes=num_classes,
                   shuffle_buffer=shuffle_buffer)
-  if not 0.0 <= label_smoothing < 1.0:
-    raise ValueError(f'label_smoothing must be in [0, 1), got {label_smoothing!r}')
+  for name, value in (('label_smoothing', label_smoothing),
+                      ('hard_pseudo_label_smoothing', hard_pseudo_label_smoothing)):
+    if not 0.0 <= value < 1.0:
+      raise ValueError(f'{name} must be in [0, 1), got {value!r}')
   if pseudo is not None:
     if unlabeled_ratio is None or unlabeled_ratio <= 0:
       raise ValueError(f'unlabeled_ratio must be > 0 with pseudo-labeled data, got '
@@ -256,7 +271,8 @@ def make_train_dataset(labeled, *, batch_size, resolution, num_classes, conventi
 
   u = max(1, int(round(unlabeled_ratio * b)))
   pseudo_ds = _train_stream(pseudo, u, seed=seed2,
-                            targets=lambda d: tf.ensure_shape(d['target'], [num_classes]),
+                            targets=lambda d: _pseudo_targets(d['target'], num_classes,
+                                                              hard_pseudo_label_smoothing),
                             **common)
 
   def mix(index, batches):

@@ -26,6 +26,8 @@ image (data/pipeline.py), the serving signature answers InvalidArgument (export/
 import tensorflow as tf
 
 SMALL_IMAGE_PAD = 4
+# InputConvention.resize_method of converted official checkpoints: TF1 resize_bicubic.
+TF1_BICUBIC = 'bicubic_tf1'
 # Images with more pixels (height x width, from the header) are refused before decoding.
 DEFAULT_MAX_IMAGE_PIXELS = 64_000_000
 _HEADER_BYTES = 32
@@ -127,10 +129,26 @@ def decode(encoded, max_image_pixels=DEFAULT_MAX_IMAGE_PIXELS):
   return image
 
 
+def resize_float(image, size, convention):
+  """Resizes uint8/float [H, W, 3] to float32 [size, size, 3] with the convention's method, not
+  clipped or rounded.
+
+  resize_method 'bicubic_tf1' is TF1's `tf.image.resize_bicubic` (align_corners=False, no
+  half-pixel centres, the Keys kernel with a = -0.75), which the official EfficientNet / Noisy
+  Student preprocessing calls and so what converted official checkpoints were trained and
+  evaluated with; any other name is a `tf.image.resize` method (TF2: half-pixel centres; its
+  'bicubic' has a = -0.5).
+  """
+  image = tf.cast(image, tf.float32)
+  if convention.resize_method == TF1_BICUBIC:
+    return tf.raw_ops.ResizeBicubic(images=image[tf.newaxis], size=[size, size],
+                                    align_corners=False, half_pixel_centers=False)[0]
+  return tf.image.resize(image, [size, size], method=convention.resize_method, antialias=False)
+
+
 def _resize(image, size, convention):
   """Resizes uint8/float [H, W, 3] to [size, size, 3] uint8, clipped to the valid range."""
-  image = tf.image.resize(tf.cast(image, tf.float32), [size, size],
-                          method=convention.resize_method, antialias=False)
+  image = resize_float(image, size, convention)
   return tf.cast(tf.round(tf.clip_by_value(image, 0.0, 255.0)), tf.uint8)
 
 

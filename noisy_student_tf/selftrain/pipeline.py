@@ -16,8 +16,13 @@ stage made with other settings stops the rerun, see stages.py and --restart_from
   W/gen<g>/eval.json       its test accuracy
   W/gen<g>/pseudo/         its pseudo-labels of the unlabeled data (ns-label)
   W/gen<g>/balanced/       the filtered, balanced pseudo-labels (ns-filter): gen g+1's data
+  W/gen<g>/controls/<c>/   with --controls: control student c of generation g (model/,
+                           eval.json; selftrain/controls.py)
+  W/gen<g>/gallery/        pictures of its pseudo-labels (selftrain/pseudo_gallery.py), linked
+                           from report.md
   W/report.json|.md|.png   one row per generation: generation, model, top1, top5,
-                           num_pseudo_labels, seconds (+ stage times and label quality)
+                           num_pseudo_labels, seconds (+ stage times, label quality and the
+                           controls' top-1)
 """
 
 import dataclasses
@@ -30,8 +35,10 @@ from typing import Any, Dict, Optional, Tuple
 from noisy_student_tf import model_dir as model_dir_lib
 from noisy_student_tf import models
 from noisy_student_tf import settings
+from noisy_student_tf.selftrain import controls as controls_lib
 from noisy_student_tf.selftrain import filter as filter_lib
 from noisy_student_tf.selftrain import label as label_lib
+from noisy_student_tf.selftrain import pseudo_gallery
 from noisy_student_tf.selftrain import shards
 from noisy_student_tf.selftrain import split as split_lib
 from noisy_student_tf.selftrain import stages
@@ -49,10 +56,10 @@ TIMES_FILE = 'stage_seconds.json'
 # TrainConfig fields the pipeline sets per generation (from models / widths / depths and the work
 # dir), never taken from the teacher or student settings.
 PIPELINE_OWNED = ('model_dir', 'pseudo', 'model', 'width', 'depth', 'source_cache_dir')
-# TrainConfig fields with one value for every stage (data, labels, image limits): set on the
-# teacher (--X), never per student.
+# TrainConfig fields with one value for every stage (data, labels, image limits, determinism):
+# set on the teacher (--X), never per student.
 SHARED_ONLY = ('labeled', 'eval_data', 'data_dir', 'label_offset', 'num_classes', 'scan_records',
-               'max_image_pixels')
+               'max_image_pixels', 'deterministic')
 # LabelConfig / FilterConfig fields the pipeline fills per generation.
 LABEL_OWNED = ('model_dir', 'output_dir', 'shard_index', 'generation', 'data_dir', 'label_offset',
                'max_image_pixels', 'runner', 'beam_options')
@@ -112,6 +119,14 @@ class PipelineConfig:
                               '--runner=beam, with --label_beam_options).',
                               choices=runner_settings.RUNNERS, result=False)
   label_beam_options: str = runner_settings.beam_options_setting('--label_runner=beam')
+  controls: Tuple[str, ...] = setting((), 'Control students trained beside every student, with '
+                                      'its init, seed, steps, rows per step and schedule: '
+                                      'labeled_only (no pseudo-labels), no_noise (no '
+                                      'RandAugment, dropout, stochastic depth); their top-1 '
+                                      "goes into the report beside the student's.")
+  gallery_classes: int = setting(pseudo_gallery.DEFAULT_MAX_CLASSES, "Classes shown in each "
+                                 "generation's pseudo-label gallery (the first N; 0: none).",
+                                 result=False)
   teacher: trainer.TrainConfig = setting(default_factory=default_train_settings)
   student: Dict[str, Any] = setting(default_factory=lambda: dict(STUDENT_DEFAULTS))
   label: label_lib.LabelConfig = setting(default_factory=lambda: label_lib.LabelConfig(
@@ -153,6 +168,9 @@ class PipelineConfig:
                        'labeled')
     if not (isinstance(self.generations, int) and self.generations >= 1):
       raise ValueError(f'generations must be an integer >= 1, got {self.generations!r}')
+    if not (isinstance(self.gallery_classes, int) and self.gallery_classes >= 0):
+      raise ValueError(f'gallery_classes must be an integer >= 0 (0: no gallery), got '
+                       f'{self.gallery_classes!r}')
     n = self.generations + 1
     for name in ('models', 'widths', 'depths'):
       value = getattr(self, name)
@@ -161,6 +179,7 @@ class PipelineConfig:
                          f'({n} for generations={self.generations}), got {len(value)}: {value!r}')
     if not self.models:
       raise ValueError('models must name at least one model, e.g. efficientnet-b0')
+    controls_lib.check_names(self.controls)
     self._check_templates()
     if self.teacher_model_dir and not model_dir_lib.is_complete(self.teacher_model_dir):
       raise ValueError(f'teacher_model_dir {self.teacher_model_dir!r} is not a complete model dir '
@@ -221,6 +240,21 @@ class PipelineConfig:
   def eval_path(self, generation):
     """W/gen<g>/eval.json: the generation's test accuracy."""
     return os.path.join(self.gen_dir(generation), 'eval.json')
+
+  def control_dir(self, generation, name):
+    """W/gen<g>/controls/<name>: control `name` of generation `generation`'s student."""
+    return os.path.join(self.gen_dir(generation), 'controls', name)
+
+  def control_eval_path(self, generation, name):
+    """W/gen<g>/controls/<name>/eval.json: the control's test accuracy."""
+    return os.path.join(self.control_dir(generation, name), 'eval.json')
+
+  def control_config(self, generation, name, steps):
+    """The TrainConfig of control `name` of generation `generation` (>= 1), trained for `steps`
+    (its student's step count) into W/gen<g>/controls/<name>/model."""
+    return controls_lib.control_train_config(
+        self.train_config(generation), name, steps,
+        os.path.join(self.control_dir(generation, name), 'model'))
 
   def role_settings(self, generation):
     """The TrainConfig template of `generation`: the teacher's, or it with the student's
@@ -310,6 +344,8 @@ class PipelineConfig:
     kind = stage.split('/')[-1]
     if kind == 'split' or name in SHARED_ONLY:
       return f'--{name}'
+    if stages.is_control(stage):
+      return '--controls'
     if kind == 'train':
       if name in ('model', 'width', 'depth', 'teacher_model_dir'):
         return f'--{name}s' if name != 'teacher_model_dir' else f'--{name}'
@@ -404,6 +440,46 @@ def _train_stage(config, generation):
   return ev
 
 
+def _student_steps(model_dir):
+  """The number of steps the student in `model_dir` trained for (its config.json)."""
+  training = model_dir_lib.read_config(model_dir).training
+  steps = training.get('effective', {}).get('total_steps') or training.get('train_steps')
+  if not steps:
+    raise ValueError(f'{model_dir!r}: config.json does not say how many steps it trained for')
+  return int(steps)
+
+
+def _control_stage(config, generation, name):
+  """Trains and evaluates control `name` of `generation`'s student unless done; returns its eval
+  dict (top1, top5, steps)."""
+  from noisy_student_tf.evaluate import evaluator  # pylint: disable=g-import-not-at-top
+  eval_path = config.control_eval_path(generation, name)
+  done = shards.read_json(eval_path)
+  if done is not None:
+    return done
+  stage = f'gen{generation}/{stages.CONTROL_PREFIX}{name}'
+  stages.record(config, stage)
+  steps = _student_steps(config.model_dir(generation))
+  train_config = config.control_config(generation, name, steps)
+  logging.info('ns-pipeline: control %s of generation %d (%s) for %d steps of %d rows', name,
+               generation, controls_lib.CONTROLS[name], steps,
+               controls_lib.rows_per_step(train_config))
+  start = time.time()
+  result = trainer.train(train_config)
+  if 'top1' not in result:
+    teacher = config.teacher
+    result = evaluator.evaluate_model_dir(train_config.model_dir, config.eval_data,
+                                          data_dir=teacher.data_dir,
+                                          label_offset=teacher.label_offset,
+                                          batch_size=teacher.eval_batch_size,
+                                          progress=teacher.progress)
+  _record_time(config, stage, time.time() - start)
+  ev = {'top1': result['top1'], 'top5': result['top5'], 'steps': steps,
+        'rows_per_step': controls_lib.rows_per_step(train_config), 'eval_data': config.eval_data}
+  shards.write_json(eval_path, ev)
+  return ev
+
+
 def _label_filter_stage(config, generation):
   """Labels with `generation`'s model and filters, unless done; returns (label stats, the
   students' data stats: the filter's, or with filter_once after generation 0 the labeler's)."""
@@ -427,6 +503,34 @@ def _label_filter_stage(config, generation):
   return label_stats, filter_stats
 
 
+def gallery_dir(config, generation):
+  """W/gen<g>/gallery: the pictures of generation g's pseudo-labels."""
+  return os.path.join(config.gen_dir(generation), 'gallery')
+
+
+def _gallery_stage(config, generation):
+  """Draws the gallery of `generation`'s pseudo-labels unless a finished one made from the same
+  records and settings is there (it is redone, not fingerprinted: nothing depends on it)."""
+  if config.gallery_classes:
+    pseudo_gallery.write_gallery(
+        config.label_config(generation).output_dir, gallery_dir(config, generation),
+        config.filter.threshold, step=generation, model_dir=config.model_dir(generation),
+        truth_spec=config.unlabeled_spec(), max_classes=config.gallery_classes,
+        title=f'generation {generation} ({_model_label(config, generation)}): pseudo-labels',
+        data_dir=config.teacher.data_dir, label_offset=config.teacher.label_offset)
+
+
+def _gallery_lines(config, num_generations):
+  """report.md's links to the finished galleries of generations 0 .. num_generations - 1."""
+  lines = []
+  for g in range(num_generations):
+    folder = gallery_dir(config, g)
+    for name in pseudo_gallery.png_paths(folder):
+      path = os.path.relpath(os.path.join(folder, name), config.work_dir)
+      lines.append(f'![generation {g}: {name}]({path})')
+  return ['', '## Pseudo-labels', ''] + lines if lines else []
+
+
 def _model_label(config, generation):
   overrides = config.model_overrides(generation)
   extra = ''.join(f' {k[0]}{overrides[k]}' for k in ('width', 'depth') if k in overrides)
@@ -436,15 +540,22 @@ def _model_label(config, generation):
 def _write_report(config, rows):
   from noisy_student_tf.selftrain import plots  # pylint: disable=g-import-not-at-top
   shards.write_json(os.path.join(config.work_dir, REPORT_JSON), rows)
-  lines = ['| generation | model | top-1 | top-5 | pseudo-labels (unique) | pseudo-label '
-           'accuracy | seconds |', '|---|---|---|---|---|---|---|']
+  names = list(config.controls)
+  lines = ['| generation | model | top-1 | top-5 | ' +
+           ''.join(f'{n} control top-1 | ' for n in names) +
+           'pseudo-labels (unique) | pseudo-label accuracy | seconds |',
+           '|---|---|---|---|' + '---|' * len(names) + '---|---|---|']
   for r in rows:
     acc = r.get('pseudo_label_accuracy')
+    controls = ''.join(
+        f'{100 * r["controls"][n]["top1"]:.2f}% | ' if n in r.get('controls', {}) else '- | '
+        for n in names)
     lines.append(f'| {r["generation"]} | {r["model"]} | {100 * r["top1"]:.2f}% | '
-                 f'{100 * r["top5"]:.2f}% | {r["num_pseudo_labels"]} '
+                 f'{100 * r["top5"]:.2f}% | {controls}{r["num_pseudo_labels"]} '
                  f'({r.get("num_unique_pseudo_labels", 0)}) | '
                  f'{"-" if acc is None else f"{100 * acc:.1f}%"} | {r["seconds"]:.0f} |')
-  model_dir_lib.atomic_write_text(os.path.join(config.work_dir, REPORT_MD), '\n'.join(lines) + '\n')
+  model_dir_lib.atomic_write_text(os.path.join(config.work_dir, REPORT_MD),
+                                  '\n'.join(lines + _gallery_lines(config, len(rows))) + '\n')
   plots.pipeline_plot(rows, os.path.join(config.work_dir, REPORT_PNG))
   return '\n'.join(lines)
 
@@ -468,14 +579,16 @@ def run_pipeline(config: PipelineConfig, restart_from: Optional[str] = None) -> 
   training.
   """
   config.validate()
+  if config.teacher.deterministic:  # for every stage, also when a rerun starts after training
+    import tensorflow as tf  # pylint: disable=g-import-not-at-top
+    tf.config.experimental.enable_op_determinism()
   restart = stages.resolve(config, restart_from) if restart_from else None
   stages.check(config, restart)
   os.makedirs(config.work_dir, exist_ok=True)
   stages.adopt_existing(config)
   if restart:
     stages.restart(config, restart)
-    ids = stages.stage_ids(config)
-    _forget_times(config, ids[ids.index(restart):])
+    _forget_times(config, stages.redone(config, restart))
   shards.write_json(os.path.join(config.work_dir, CONFIG_FILE), config.to_json())
   if config.labeled_per_class is not None:
     start = time.time()
@@ -502,6 +615,11 @@ def run_pipeline(config: PipelineConfig, restart_from: Optional[str] = None) -> 
                  pseudo_label_accuracy=label_stats.get('accuracy_against_source_labels'),
                  label_seconds=times.get(f'gen{g - 1}/label', 0.0),
                  filter_seconds=times.get(f'gen{g - 1}/filter', 0.0))
+      if config.controls:
+        row['controls'] = {name: _control_stage(config, g, name) for name in config.controls}
+        row['control_seconds'] = round(sum(
+            _times(config).get(f'gen{g}/{stages.CONTROL_PREFIX}{n}', 0.0)
+            for n in config.controls), 1)
     row['seconds'] = round(row['train_seconds'] + row.get('label_seconds', 0.0) +
                            row.get('filter_seconds', 0.0) + (times.get('split', 0.0) if g == 0
                                                              else 0.0), 1)
@@ -513,6 +631,7 @@ def run_pipeline(config: PipelineConfig, restart_from: Optional[str] = None) -> 
       if filter_stats['num_output'] == 0:
         raise ValueError(f'no pseudo-label of generation {g} passed the threshold '
                          f'{config.filter.threshold}; lower --filter.threshold')
+      _gallery_stage(config, g)
   logging.info('ns-pipeline report:\n%s', table)
   return rows
 

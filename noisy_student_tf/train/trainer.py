@@ -120,6 +120,9 @@ class TrainConfig:
   epsilon: float = setting(1e-3, 'Optimizer epsilon (RMSProp: inside the square root).')
   weight_decay: float = setting(1e-5, 'L2 weight decay on convolution and dense kernels.')
   label_smoothing: float = setting(0.1, 'Label smoothing of the labeled one-hot targets.')
+  pseudo_label_smoothing: Optional[float] = setting(
+      None, 'Label smoothing of hard (one-hot) pseudo-label targets; unset: --label_smoothing, '
+      'as the official code. Soft pseudo-labels are never smoothed.')
   ema_decay: float = setting(0.9999, 'Decay of the exponential moving average of the weights '
                              '(used for eval, labeling and export).')
   # Noise.
@@ -145,12 +148,23 @@ class TrainConfig:
                                           '(fine-tuning).')
   seed: int = setting(0, 'Random seed of initialisation and data order (ns-pipeline adds 1000 x '
                       'the generation).')
+  deterministic: bool = setting(
+      False, 'Reproducible training: TensorFlow op determinism, so that the same command twice '
+      'gives the same weights and reports on one machine (the augmenting tf.data maps then run '
+      'their random ops one image at a time: slower).', result=False)
   checkpoint_every: int = setting(1000, 'Steps between checkpoints.', result=False)
   keep_checkpoints: int = setting(3, 'How many recent checkpoints to keep.', result=False)
   log_every: int = setting(100, 'Steps between log lines / TensorBoard summaries.', result=False)
   eval_every: int = setting(0, 'Steps between evaluations on --eval_data (0: only at the end).',
                             result=False)
   progress: str = progress_lib.mode_setting()
+
+  def hard_pseudo_label_smoothing(self):
+    """The label smoothing applied to hard (one-hot) pseudo-labels: pseudo_label_smoothing, or
+    label_smoothing when unset."""
+    if self.pseudo_label_smoothing is None:
+      return self.label_smoothing
+    return self.pseudo_label_smoothing
 
   def validate(self):
     """Raises ValueError naming the first bad field; cheap checks only (no data, no devices)."""
@@ -183,6 +197,9 @@ class TrainConfig:
       raise ValueError(f'ema_decay must be in [0, 1), got {self.ema_decay!r}')
     if not 0 <= self.label_smoothing < 1:
       raise ValueError(f'label_smoothing must be in [0, 1), got {self.label_smoothing!r}')
+    if self.pseudo_label_smoothing is not None and not 0 <= self.pseudo_label_smoothing < 1:
+      raise ValueError(f'pseudo_label_smoothing must be in [0, 1) or unset (= label_smoothing), '
+                       f'got {self.pseudo_label_smoothing!r}')
     if self.weight_decay < 0:
       raise ValueError(f'weight_decay must be >= 0, got {self.weight_decay!r}')
     if self.warmup_epochs < 0:
@@ -323,6 +340,7 @@ def _train_dataset_fn(config, data, convention, resolution, small_image, strateg
         num_classes=data.num_classes, convention=convention, small_image=small_image,
         randaug_layers=config.randaug_layers, randaug_magnitude=config.randaug_magnitude,
         label_smoothing=config.label_smoothing, pseudo=data.pseudo,
+        hard_pseudo_label_smoothing=config.hard_pseudo_label_smoothing(),
         unlabeled_ratio=config.unlabeled_ratio, seed=config.seed + first_step,
         flip=config.flip, skip_corrupt=config.skip_corrupt, max_image_pixels=config.max_image_pixels)
     if replicas == 1:
@@ -515,6 +533,9 @@ def train(config: TrainConfig) -> dict:
   Raises ValueError for bad settings, sources or class counts, before the first step.
   """
   config.validate()
+  if config.deterministic:
+    # Before any op: makes parallel tf.data maps with random ops deterministic, and kernels too.
+    tf.config.experimental.enable_op_determinism()
   # The strategy first: MultiWorkerMirroredStrategy must configure collectives before any TF op.
   strategy = strategy_lib.make_strategy(config.strategy, config.tpu)
   data = _open_sources(config)
