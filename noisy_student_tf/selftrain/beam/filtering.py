@@ -19,6 +19,7 @@ import time
 
 import apache_beam as beam
 import numpy as np
+import tensorflow as tf
 
 from noisy_student_tf.selftrain import filter as filter_lib
 from noisy_student_tf.selftrain import shards
@@ -32,7 +33,6 @@ SIZES_FILE = 'shard_sizes.json'
 
 def _read_positioned(indexed_file):
   """Yields ((file index, record index), serialized) for every record of one input file."""
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
   file_index, path = indexed_file
   for record_index, record in enumerate(tf.data.TFRecordDataset(path).as_numpy_iterator()):
     yield (file_index, record_index), record
@@ -40,7 +40,6 @@ def _read_positioned(indexed_file):
 
 def _label_and_confidence(serialized):
   """(pseudo/label, pseudo/confidence) of one serialized record (the confidence as stored, float32)."""
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
   feature = tf.train.Example.FromString(serialized).features.feature
   return (int(feature[filter_lib.LABEL_KEY].int64_list.value[0]),
           float(feature[filter_lib.CONFIDENCE_KEY].float_list.value[0]))
@@ -114,7 +113,6 @@ def _copies_out(joined):
 
 def _count_records(path):
   """(shard name, number of records) of one written shard."""
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
   return os.path.basename(path), int(tf.data.TFRecordDataset(path).reduce(0, lambda n, _: n + 1))
 
 

@@ -16,11 +16,14 @@ import threading
 from typing import Any, NamedTuple, Optional
 
 import numpy as np
+import tensorflow as tf
 from apache_beam.ml.inference import base
 
 from noisy_student_tf import model_dir as model_dir_lib
+from noisy_student_tf.data import pipeline
+from noisy_student_tf.data import sources
+from noisy_student_tf.evaluate import evaluator
 from noisy_student_tf.selftrain import label as label_lib
-from noisy_student_tf.selftrain.beam import sources as beam_sources
 
 
 class LabeledChunk(NamedTuple):
@@ -63,8 +66,6 @@ class TeacherModelHandler(base.ModelHandler):
 
   def load_model(self) -> Teacher:
     """Loads the teacher of config.model_dir (its config.weights) at the labeling resolution."""
-    from noisy_student_tf.data import sources  # pylint: disable=g-import-not-at-top
-    from noisy_student_tf.evaluate import evaluator  # pylint: disable=g-import-not-at-top
     config = self._config
     model_config = model_dir_lib.read_config(config.model_dir)
     resolution = label_lib.resolution_of(config, model_config)
@@ -79,8 +80,6 @@ class TeacherModelHandler(base.ModelHandler):
 
   def _chunk_source(self, items, teacher):
     """The items of one batch as a sources.Source in their order."""
-    import tensorflow as tf  # pylint: disable=g-import-not-at-top
-    from noisy_student_tf.data import sources  # pylint: disable=g-import-not-at-top
     if self._kind == 'files':
       paths, labels, ids, encoded = zip(*items)
       files = sources.FileList(tuple(paths), np.asarray(labels, np.int64), tuple(ids),
@@ -95,7 +94,6 @@ class TeacherModelHandler(base.ModelHandler):
   def run_inference(self, batch, model, inference_args=None):
     """Labels one batch of items with the teacher `model`; returns [PredictionResult] holding
     one LabeledChunk."""
-    from noisy_student_tf.data import pipeline  # pylint: disable=g-import-not-at-top
     teacher = model
     counter = pipeline.CorruptCounter()
     encoded, ids, truth, logits = [], [], [], []

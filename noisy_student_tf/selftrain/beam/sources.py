@@ -11,6 +11,7 @@ tfds: sources are refused before any work (runner_settings.check_source_kind).
 """
 
 import apache_beam as beam
+import tensorflow as tf
 
 
 def item_kind(source):
@@ -24,7 +25,6 @@ def item_kind(source):
 
 def _records_of(path):
   """Yields (path, index, serialized) for every record of the TFRecord file `path`."""
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
   for index, record in enumerate(tf.data.TFRecordDataset(path).as_numpy_iterator()):
     yield path, index, record
 
