@@ -403,11 +403,21 @@ def _record_time(config, stage, seconds):
   shards.write_json(os.path.join(config.work_dir, TIMES_FILE), times)
 
 
+def _evaluate(config, model_dir):
+  """Scores `model_dir` on the run's eval data with the teacher's data and batch settings;
+  returns evaluator.evaluate_model_dir's dict."""
+  from noisy_student_tf.evaluate import evaluator  # pylint: disable=g-import-not-at-top
+  teacher = config.teacher
+  return evaluator.evaluate_model_dir(model_dir, config.eval_data, data_dir=teacher.data_dir,
+                                      label_offset=teacher.label_offset,
+                                      batch_size=teacher.eval_batch_size,
+                                      progress=teacher.progress)
+
+
 def _train_stage(config, generation):
   """Trains and evaluates `generation` unless done; returns its eval dict.
 
   A finished model whose eval.json scored other eval data (or none) is only re-evaluated."""
-  from noisy_student_tf.evaluate import evaluator  # pylint: disable=g-import-not-at-top
   eval_path = config.eval_path(generation)
   done = shards.read_json(eval_path)
   if done is not None and done.get('eval_data', config.eval_data) == config.eval_data:
@@ -429,11 +439,7 @@ def _train_stage(config, generation):
     result = trainer.train(train_config)
     _record_time(config, f'gen{generation}/train', time.time() - start)
   if 'top1' not in result:
-    teacher = config.teacher
-    result = evaluator.evaluate_model_dir(model_dir, config.eval_data, data_dir=teacher.data_dir,
-                                          label_offset=teacher.label_offset,
-                                          batch_size=teacher.eval_batch_size,
-                                          progress=teacher.progress)
+    result = _evaluate(config, model_dir)
   ev = {'top1': result['top1'], 'top5': result['top5'], 'eval_data': config.eval_data,
         'num_examples': result.get('num_eval_examples', result.get('num_examples'))}
   shards.write_json(eval_path, ev)
@@ -452,7 +458,6 @@ def _student_steps(model_dir):
 def _control_stage(config, generation, name):
   """Trains and evaluates control `name` of `generation`'s student unless done; returns its eval
   dict (top1, top5, steps)."""
-  from noisy_student_tf.evaluate import evaluator  # pylint: disable=g-import-not-at-top
   eval_path = config.control_eval_path(generation, name)
   done = shards.read_json(eval_path)
   if done is not None:
@@ -467,12 +472,7 @@ def _control_stage(config, generation, name):
   start = time.time()
   result = trainer.train(train_config)
   if 'top1' not in result:
-    teacher = config.teacher
-    result = evaluator.evaluate_model_dir(train_config.model_dir, config.eval_data,
-                                          data_dir=teacher.data_dir,
-                                          label_offset=teacher.label_offset,
-                                          batch_size=teacher.eval_batch_size,
-                                          progress=teacher.progress)
+    result = _evaluate(config, train_config.model_dir)
   _record_time(config, stage, time.time() - start)
   ev = {'top1': result['top1'], 'top5': result['top5'], 'steps': steps,
         'rows_per_step': controls_lib.rows_per_step(train_config), 'eval_data': config.eval_data}
