@@ -259,7 +259,7 @@ def readme_problems(text, ci_script):
 def tool_run(tmp_path_factory):
   """(the `--check` process, the flag data it collected) from one run of tools/flag_reference.py."""
   out = tmp_path_factory.mktemp('flag_reference') / 'flags.json'
-  proc = subprocess.run([sys.executable, str(TOOL), '--check', f'--json_out={out}', '--jobs=3'],
+  proc = subprocess.run([sys.executable, str(TOOL), '--check', f'--json_out={out}'],
                         cwd=REPO, capture_output=True, text=True, timeout=300, check=False)
   data = json.loads(out.read_text()) if out.exists() else None
   return proc, data

@@ -6,8 +6,9 @@ Usage:
   python tools/flag_reference.py --json_out=FLAGS.json   # also dump the flag data (for tests)
 
 For each binary (ns-train, ns-label, ns-filter, ns-eval, ns-export, ns-pipeline) the tool imports
-its `noisy_student_tf.cli.<name>` module in a fresh Python process (their flag names clash: ns-train
-and ns-pipeline both define --batch_size, with other helps and defaults) and lists the flags that
+its `noisy_student_tf.cli.<name>` module in one fresh Python process, one module after another,
+deleting each module's flags before the next (their flag names clash: ns-train and ns-pipeline
+both define --batch_size, with other helps and defaults) and lists the flags that
 modules of `noisy_student_tf` define (`flags.FLAGS.flags_by_module_dict()`, so absl's own
 --flagfile, --helpfull, --v ... are left out of the tables): name, type or choices, default, help.
 The flags are generated from the settings dataclasses (noisy_student_tf/cli/config_flags.py), so
@@ -19,7 +20,6 @@ too), which tests/test_docs.py uses to check the commands written in README.md, 
 """
 
 import argparse
-import concurrent.futures
 import json
 import os
 import subprocess
@@ -33,52 +33,59 @@ BINARIES = {f'ns-{b}': f'noisy_student_tf.cli.{b}'
 PACKAGE = 'noisy_student_tf'
 _MARK = '@@FLAG_REFERENCE@@'
 
-# Runs in the fresh process: imports one cli module and prints its flags as one JSON line.
+# Runs in one fresh process: imports each cli module in turn, prints its flags as one JSON line,
+# then deletes them (and forgets the module; its library imports stay) so that the next binary's clashing names can be
+# defined.  One process instead of one per binary: TensorFlow is imported once, not six times.
 _CHILD = r'''
-import json, sys
-import importlib
-module = importlib.import_module(sys.argv[1])
-from absl import flags
+import importlib, json, sys
+from absl import app, flags
 F = flags.FLAGS
-own = []
-for name, defined in sorted(F.flags_by_module_dict().items()):
-  if not (name == sys.argv[2] or name.startswith(sys.argv[2] + '.')):
-    continue
-  for f in defined:
-    choices = getattr(f.parser, 'enum_values', None)
-    default = f.default
-    if isinstance(default, tuple):
-      default = list(default)
-    own.append({'name': f.name, 'type': f.flag_type(), 'choices': list(choices) if choices else None,
-                'default': default, 'help': f.help, 'boolean': bool(f.boolean),
-                'module': name})
-from absl import app
-app.define_help_flags()  # what app.run adds: --help, --helpfull, --helpshort, --helpxml, ...
-allowed = sorted(set(F) | {'flagfile', 'undefok'})  # the parser's own (not in FLAGS)
-booleans = sorted({n for n in F if F[n].boolean})
-doc = (module.__doc__ or '').strip().split('\n')[0]
-print(sys.argv[3] + json.dumps({'flags': own, 'all': allowed, 'booleans': booleans, 'doc': doc}))
+package, mark = sys.argv[1], sys.argv[2]
+for module_name in sys.argv[3:]:
+  before = set(F)
+  module = importlib.import_module(module_name)
+  own = []
+  for name, defined in sorted(F.flags_by_module_dict().items()):
+    if not (name == package or name.startswith(package + '.')):
+      continue
+    for f in defined:
+      if f.name in before:
+        continue  # defined by an earlier binary's module and not deleted: not this one's
+      choices = getattr(f.parser, 'enum_values', None)
+      default = f.default
+      if isinstance(default, tuple):
+        default = list(default)
+      own.append({'name': f.name, 'type': f.flag_type(),
+                  'choices': list(choices) if choices else None, 'default': default,
+                  'help': f.help, 'boolean': bool(f.boolean), 'module': name})
+  if 'help' not in F:
+    app.define_help_flags()  # what app.run adds: --help, --helpfull, --helpshort, --helpxml, ...
+  allowed = sorted(set(F) | {'flagfile', 'undefok'})  # the parser's own (not in FLAGS)
+  booleans = sorted({n for n in F if F[n].boolean})
+  doc = (module.__doc__ or '').strip().split('\n')[0]
+  print(mark + json.dumps({'module': module_name, 'flags': own, 'all': allowed,
+                           'booleans': booleans, 'doc': doc}), flush=True)
+  for f in own:  # TensorFlow's own flags, defined by the first import, stay
+    delattr(F, f['name'])
+  sys.modules.pop(module_name, None)
 '''
 
 
-def _flags_of(binary, module):
+def collect():
+  """{binary: {'flags': [own flags, in definition order], 'all': [every accepted flag name],
+  'booleans': [...], 'doc': first docstring line}}, from one fresh process that imports the
+  binaries' modules one after another."""
   env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='3', CUDA_VISIBLE_DEVICES='')
   env['PYTHONPATH'] = ROOT + (os.pathsep + env['PYTHONPATH'] if env.get('PYTHONPATH') else '')
-  proc = subprocess.run([sys.executable, '-c', _CHILD, module, PACKAGE, _MARK], cwd=ROOT, env=env,
-                        capture_output=True, text=True, check=False)
-  lines = [l for l in proc.stdout.splitlines() if l.startswith(_MARK)]
-  if proc.returncode != 0 or not lines:
-    raise RuntimeError(f'importing {module} ({binary}) failed (exit {proc.returncode}):\n'
-                       f'{proc.stderr[-4000:]}')
-  return json.loads(lines[-1][len(_MARK):])
-
-
-def collect(jobs=3):
-  """{binary: {'flags': [own flags, in definition order], 'all': [every accepted flag name],
-  'booleans': [...], 'doc': first docstring line}}, one fresh process per binary."""
-  with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
-    futures = {b: pool.submit(_flags_of, b, m) for b, m in BINARIES.items()}
-    return {b: futures[b].result() for b in BINARIES}
+  proc = subprocess.run([sys.executable, '-c', _CHILD, PACKAGE, _MARK, *BINARIES.values()],
+                        cwd=ROOT, env=env, capture_output=True, text=True, check=False)
+  found = [json.loads(l[len(_MARK):]) for l in proc.stdout.splitlines() if l.startswith(_MARK)]
+  by_module = {d.pop('module'): d for d in found}
+  missing = [m for m in BINARIES.values() if m not in by_module]
+  if proc.returncode != 0 or missing:
+    raise RuntimeError(f'importing {", ".join(missing) or "the binaries"} failed (exit '
+                       f'{proc.returncode}):\n{proc.stderr[-4000:]}')
+  return {b: by_module[m] for b, m in BINARIES.items()}
 
 
 def _cell(text):
@@ -160,9 +167,8 @@ def main(argv=None):
   parser.add_argument('--output', default=OUTPUT, help='The page to write (default docs/flags.md).')
   parser.add_argument('--json_out', default=None,
                       help='Also write the collected flag data (every binary\'s flags) here.')
-  parser.add_argument('--jobs', type=int, default=3, help='Binaries imported at once.')
   args = parser.parse_args(argv)
-  data = collect(jobs=args.jobs)
+  data = collect()
   if args.json_out:
     with open(args.json_out, 'w') as f:
       json.dump(data, f, indent=1, sort_keys=True)
