@@ -35,7 +35,7 @@ setup(
         'robustness': ROBUSTNESS,
         'beam': BEAM,
         # jax: the backend-independence tests of the models; BEAM: tests/test_beam.py.
-        'test': ['pytest>=8', 'pytest-xdist>=3.5', 'psutil>=5.9', 'jax>=0.4'] + ROBUSTNESS + BEAM,
+        'test': ['pytest>=8', 'pytest-xdist>=3.8', 'psutil>=5.9', 'jax>=0.4'] + ROBUSTNESS + BEAM,
         'demo': [],
     },
     entry_points={'console_scripts': [
