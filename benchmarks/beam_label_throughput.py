@@ -12,7 +12,7 @@ images per second of each and the ratios beam / shard.  Goal: wall-clock ratio >
 machine shared with other work the CPU figures say more about the engine's overhead than the
 wall-clock ones.
 
-  python benchmarks/beam_label_throughput.py [--num_images=5000] [--batch_size=256] [--repeats=1]
+  python benchmarks/beam_label_throughput.py [--num_images=5000] [--batch_size=256] [--repeats=1] [--output_dir=DIR]
 """
 
 import argparse
@@ -100,7 +100,10 @@ def main():
   parser.add_argument('--num_shards', type=int, default=4, help='Output shards of both runs.')
   parser.add_argument('--repeats', type=int, default=1, help='Runs of each, alternating.')
   parser.add_argument('--beam_options', default=TWO_PROCESSES, help='The Beam run\'s options.')
+  parser.add_argument('--output_dir', default=None,
+                      help='Also write beam_label_throughput.{json,md} here.')
   args = parser.parse_args()
+  load_before = os.getloadavg()[0]
   with tempfile.TemporaryDirectory() as tmp:
     tmp = pathlib.Path(tmp)
     num = extract_images(tmp / 'images', args.num_images)
@@ -121,16 +124,31 @@ def main():
               file=sys.stderr)
   best = {name: min(t[0] for t in times) for name, times in rows.items()}
   cpu = {name: min(t[1] for t in times) for name, times in rows.items()}
-  print(f'ns-label throughput, {num} CIFAR-10 JPEGs, B0 w/d 0.5 at 32 px, batch {args.batch_size}, '
-        f'{os.cpu_count()} CPUs (best of {args.repeats})')
-  print('| labeler | seconds | images/s | ratio | CPU seconds | images/CPU-s | ratio |')
-  print('|---|---|---|---|---|---|---|')
+  lines = [f'ns-label throughput, {num} CIFAR-10 JPEGs, B0 w/d 0.5 at 32 px, batch '
+           f'{args.batch_size}, {os.cpu_count()} CPUs (best of {args.repeats}); load average '
+           f'before: {load_before:.2f}, after: {os.getloadavg()[0]:.2f}', '',
+           '| labeler | seconds | images/s | ratio | CPU seconds | images/CPU-s | ratio |',
+           '|---|---|---|---|---|---|---|']
   for name, label in (('shard', 'shard labeler (--runner=local)'),
                       ('beam', 'Beam DirectRunner, multi_processing, 2 workers')):
-    print(f'| {label} | {best[name]:.1f} | {num / best[name]:.0f} | '
-          f'{best["shard"] / best[name]:.2f}x | {cpu[name]:.1f} | {num / cpu[name]:.0f} | '
-          f'{cpu["shard"] / cpu[name]:.2f}x |')
-
+    lines.append(f'| {label} | {best[name]:.1f} | {num / best[name]:.0f} | '
+                 f'{best["shard"] / best[name]:.2f}x | {cpu[name]:.1f} | {num / cpu[name]:.0f} | '
+                 f'{cpu["shard"] / cpu[name]:.2f}x |')
+  print('\n'.join(lines))
+  if args.output_dir:
+    os.makedirs(args.output_dir, exist_ok=True)
+    result = {'num_images': num, 'batch_size': args.batch_size, 'repeats': args.repeats,
+              'cpus': os.cpu_count(), 'beam_options': args.beam_options,
+              'load_average_before': load_before, 'load_average_after': os.getloadavg()[0],
+              'runs': {n: [{'seconds': t, 'cpu_seconds': c} for t, c in v]
+                       for n, v in rows.items()},
+              'wall_ratio': best['shard'] / best['beam'], 'cpu_ratio': cpu['shard'] / cpu['beam']}
+    for name, text in (('beam_label_throughput.json', json.dumps(result, indent=1)),
+                       ('beam_label_throughput.md', '\n'.join(lines) + '\n')):
+      path = os.path.join(args.output_dir, name)
+      with open(path + '.tmp', 'w') as f:
+        f.write(text)
+      os.replace(path + '.tmp', path)
 
 if __name__ == '__main__':
   main()
