@@ -82,6 +82,7 @@ elementwise uint8 / float32 passes, histograms use tf.histogram_fixed_width on i
 only table lookup (a gather) is Equalize's.
 """
 
+import functools
 import math
 
 import numpy as np
@@ -142,6 +143,22 @@ def _as_uint8(image):
   return image
 
 
+def _row(values, image):
+  """A per-channel vector `values` [3] laid out as [W, 3] for broadcasting against `image`
+  [..., W, 3] (as is when W is not static).  TensorFlow broadcasts a [3] vector with an index
+  computation per element, several times slower than the vectorised [W, 3] row."""
+  width = image.shape[-2]
+  if width is None:
+    return values
+  return tf.tile(tf.reshape(values, [1, 3]), [width, 1])
+
+
+def _channel_offsets(image):
+  """int32 0, 256, 512 per channel, broadcastable against the uint8 [..., W, 3] `image`: the
+  index of value v of channel c in a [3 * 256] table is v + 256 c."""
+  return _row(tf.constant([0, 256, 512], tf.int32), image)
+
+
 def _blend(image1, image2, factor):
   """Official blend of two float32 images with a Python float factor, as uint8."""
   if factor == 0.0:
@@ -159,19 +176,19 @@ def autocontrast(image):
   lo = tf.cast(tf.reduce_min(image, axis=[0, 1]), tf.float32)
   hi = tf.cast(tf.reduce_max(image, axis=[0, 1]), tf.float32)
   stretch = hi > lo
-  scale = 255.0 / tf.where(stretch, hi - lo, 1.0)
-  offset = -lo * scale
-  scaled = tf.cast(image, tf.float32) * scale + offset
-  scaled = tf.cast(tf.clip_by_value(scaled, 0.0, 255.0), tf.uint8)
-  return tf.where(stretch, scaled, image)
+  # A constant channel gets scale 1 and offset 0: v * 1 + 0 is v exactly, so no select.
+  scale = tf.where(stretch, 255.0 / tf.where(stretch, hi - lo, 1.0), 1.0)
+  offset = tf.where(stretch, -lo * scale, 0.0)
+  scaled = tf.cast(image, tf.float32) * _row(scale, image) + _row(offset, image)
+  return tf.cast(tf.clip_by_value(scaled, 0.0, 255.0), tf.uint8)
 
 
 def equalize(image):
   """Per channel histogram equalisation with the official (PIL) lookup table."""
   image = _as_uint8(image)
-  pixels = tf.cast(image, tf.int32)
-  hist = tf.stack([tf.histogram_fixed_width(pixels[..., c], [0, 255], nbins=256)
-                   for c in range(3)])                                   # [3, 256]
+  index = tf.cast(image, tf.int32) + _channel_offsets(image)             # v + 256 c
+  hist = tf.reshape(tf.raw_ops.Bincount(arr=tf.reshape(index, [-1]), size=768,
+                                        weights=tf.zeros([0], tf.int32)), [3, 256])
   top = tf.reduce_max(tf.where(hist > 0, tf.range(256), -1), axis=1)     # highest used value
   top_count = tf.gather(hist, top, batch_dims=1)
   step = (tf.reduce_sum(hist, axis=1) - top_count) // 255                # [3]
@@ -179,8 +196,7 @@ def equalize(image):
   lut = (tf.cumsum(hist, axis=1) + safe // 2) // safe
   lut = tf.clip_by_value(tf.concat([tf.zeros([3, 1], tf.int32), lut[:, :-1]], axis=1), 0, 255)
   lut = tf.where((step == 0)[:, None], tf.range(256)[None, :], lut)
-  table = tf.reshape(tf.cast(lut, tf.uint8), [768])
-  return tf.gather(table, pixels + tf.constant([0, 256, 512], tf.int32))
+  return tf.gather(tf.reshape(tf.cast(lut, tf.uint8), [768]), index)
 
 
 def invert(image):
@@ -203,10 +219,16 @@ def solarize(image, threshold, wrap_levels=True):
   t = solarize_threshold(threshold, wrap_levels)
   if t >= 256:
     return image
-  inverted = tf.constant(255, tf.uint8) - image
   if t == 0:
-    return inverted
-  return tf.where(image < tf.constant(t, tf.uint8), image, inverted)
+    return tf.constant(255, tf.uint8) - image
+  # 255 - v is v ^ 255: xor with 255 where v >= t, with 0 elsewhere (no select: it is slow).
+  return tf.bitwise.bitwise_xor(image, _mask_unless(image < tf.constant(t, tf.uint8)))
+
+
+def _mask_unless(condition):
+  """uint8 255 where `condition` is false, 0 where it holds (1 - 1 = 0, 0 - 1 wraps to 255;
+  not 0 - x, which Grappler turns into a Neg that uint8 lacks)."""
+  return tf.cast(condition, tf.uint8) - tf.constant(1, tf.uint8)
 
 
 def solarize_add(image, addition, threshold=128):
@@ -215,14 +237,17 @@ def solarize_add(image, addition, threshold=128):
   addition = int(addition)
   if addition == 0:
     return image
+  threshold = tf.constant(int(threshold), tf.uint8)
+  if addition < 0:
+    added = tf.cast(tf.clip_by_value(tf.cast(image, tf.int32) + addition, 0, 255), tf.uint8)
+    return tf.where(image < threshold, added, image)
+  # min(v + a, 255) >= v: keep it where v < threshold (masked), v elsewhere (max with 0).
   if addition >= 255:
     added = tf.fill(tf.shape(image), tf.constant(255, tf.uint8))
-  elif addition > 0:
-    added = tf.where(image < tf.constant(255 - addition, tf.uint8),
-                     image + tf.constant(addition, tf.uint8), tf.constant(255, tf.uint8))
   else:
-    added = tf.cast(tf.clip_by_value(tf.cast(image, tf.int32) + addition, 0, 255), tf.uint8)
-  return tf.where(image < tf.constant(int(threshold), tf.uint8), added, image)
+    added = (tf.minimum(image, tf.constant(255 - addition, tf.uint8)) +
+             tf.constant(addition, tf.uint8))
+  return tf.maximum(image, tf.bitwise.bitwise_and(added, _mask_unless(image >= threshold)))
 
 
 def color(image, factor):
@@ -230,8 +255,25 @@ def color(image, factor):
   image = _as_uint8(image)
   if factor == 1.0:
     return image
-  gray = tf.cast(tf.image.rgb_to_grayscale(image), tf.float32)
+  gray = tf.cast(grayscale(image), tf.float32)
+  # The gray plane repeated over the 3 channels by a matmul with ones (exact: g * 1 + 0 + ...,
+  # and vectorised, unlike broadcasting a size-1 channel axis).
+  gray = tf.reshape(tf.matmul(tf.reshape(gray, [-1, 1]), tf.ones([1, 3], tf.float32)),
+                    tf.shape(image))
   return _blend(gray, tf.cast(image, tf.float32), factor)
+
+
+_GRAY_WEIGHTS = (0.2989, 0.5870, 0.1140)
+
+
+def grayscale(image):
+  """tf.image.rgb_to_grayscale of a uint8 [..., 3] image, as uint8 [...] (no channel axis):
+  x = v * float32(1 / 255) per channel, (x_r w_r + x_g w_g) + x_b w_b in float32, times 255.5,
+  truncated.  Written out on the three planes (the same float32 operations in the same order):
+  TF's tensordot goes through a [pixels, 3] x [3, 1] matmul, several times slower."""
+  x = tf.cast(image, tf.float32) * tf.constant(1.0 / 255, tf.float32)
+  r, g, b = (x[..., c] * tf.constant(_GRAY_WEIGHTS[c], tf.float32) for c in range(3))
+  return tf.cast((r + g + b) * tf.constant(255.5, tf.float32), tf.uint8)
 
 
 def contrast_degenerate(height, width):
@@ -275,14 +317,25 @@ def smooth(image):
   left to right.  Written out as elementwise ops so that the result does not depend on the
   build: with oneDNN on (TensorFlow's x86 default since 2.9) tf.nn.depthwise_conv2d uses fused
   multiply-adds, which moves about 0.2% of the truncated values by one level."""
-  x = tf.cast(image, tf.float32)
-  h, w = tf.shape(x)[0], tf.shape(x)[1]
+  size = tf.shape(image)
+  h, w = size[0], size[1]
+  # On the flattened image the tap (dy, dx) of every output pixel is one contiguous slice
+  # (offset (dy W + dx) 3): cheap copies, unlike 3-d slices.  Rows are computed over the full
+  # width W (the last two columns of each are wrapped-around garbage, dropped at the end);
+  # 6 padding values keep the last slice inside the array.
+  x = tf.concat([tf.reshape(tf.cast(image, tf.float32), [-1]), tf.zeros([6], tf.float32)], 0)
+  outer = x * tf.constant(_SMOOTH_WEIGHTS[0, 0])  # the eight outer taps share one weight
+  n = (h - 2) * w * 3
   acc = None
   for dy in range(3):
     for dx in range(3):
-      term = x[dy:h - 2 + dy, dx:w - 2 + dx] * tf.constant(_SMOOTH_WEIGHTS[dy, dx])
+      k = (dy * w + dx) * 3
+      if (dy, dx) == (1, 1):
+        term = x[k:k + n] * tf.constant(_SMOOTH_WEIGHTS[1, 1])
+      else:
+        term = outer[k:k + n]
       acc = term if acc is None else acc + term
-  return acc
+  return tf.reshape(acc, [h - 2, w, 3])[:, :w - 2]
 
 
 def sharpness(image, factor):
@@ -303,12 +356,36 @@ def sharpness(image, factor):
 def _transform(image, transform):
   """ImageProjectiveTransformV3 of one uint8 [H, W, 3] image with a float32 [8] transform
   (output (x, y) <- input ((a0 x + a1 y + a2) / k, (b0 x + b1 y + b2) / k), k = c0 x + c1 y + 1),
-  NEAREST sampling, constant fill 128."""
+  NEAREST sampling, constant fill 128.  transform: a tensor, or 8 Python / numpy numbers.
+
+  With a constant transform and a static size, the kernel runs once (cached) on an image of
+  pixel indices, and every image is then one gather of whole pixels by that map: the same
+  samples and fills by construction, without the kernel's per-channel coordinate arithmetic."""
+  height, width = image.shape[0], image.shape[1]
+  if height is not None and width is not None and not isinstance(transform, tf.Tensor):
+    source = _sampling_map(tuple(float(np.float32(t)) for t in transform), height, width)
+    pixels = tf.concat([tf.reshape(image, [height * width, 3]),
+                        tf.fill([1, 3], tf.constant(FILL, tf.uint8))], axis=0)
+    return tf.gather(pixels, tf.constant(source))
   out = tf.raw_ops.ImageProjectiveTransformV3(
-      images=image[None], transforms=tf.reshape(transform, [1, 8]),
+      images=image[None], transforms=tf.reshape(tf.cast(transform, tf.float32), [1, 8]),
       output_shape=tf.shape(image)[:2], fill_value=tf.constant(float(FILL), tf.float32),
       interpolation='NEAREST', fill_mode='CONSTANT')[0]
   return tf.ensure_shape(out, image.shape)
+
+
+@functools.lru_cache(maxsize=256)
+def _sampling_map(transform, height, width):
+  """int32 numpy [H, W]: the flat input index y * W + x that ImageProjectiveTransformV3
+  (NEAREST, constant fill) samples at every output pixel for the 8 float32 values `transform`,
+  H * W (one past the last pixel: the fill) where it samples outside the image."""
+  with tf.init_scope():
+    index = tf.reshape(tf.range(height * width, dtype=tf.int32), [1, height, width, 1])
+    out = tf.raw_ops.ImageProjectiveTransformV3(
+        images=index, transforms=tf.constant([transform], tf.float32),
+        output_shape=[height, width], fill_value=float(height * width),
+        interpolation='NEAREST', fill_mode='CONSTANT')
+    return out.numpy()[0, :, :, 0]
 
 
 def rotation_transform(degrees, height, width):
@@ -329,8 +406,14 @@ def rotate(image, degrees):
   image = _as_uint8(image)
   if degrees == 0:
     return image
-  size = tf.shape(image)
-  return _transform(image, rotation_transform(degrees, size[0], size[1]))
+  height, width = image.shape[0], image.shape[1]
+  if height is not None and width is not None:
+    with tf.init_scope():  # a constant: computed once with the same float32 ops
+      transform = rotation_transform(degrees, height, width).numpy().tolist()
+  else:
+    size = tf.shape(image)
+    transform = rotation_transform(degrees, size[0], size[1])
+  return _transform(image, transform)
 
 
 def shear_x(image, level):
@@ -338,7 +421,7 @@ def shear_x(image, level):
   image = _as_uint8(image)
   if level == 0:
     return image
-  return _transform(image, tf.constant([1.0, level, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0], tf.float32))
+  return _transform(image, [1.0, level, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0])
 
 
 def shear_y(image, level):
@@ -346,7 +429,7 @@ def shear_y(image, level):
   image = _as_uint8(image)
   if level == 0:
     return image
-  return _transform(image, tf.constant([1.0, 0.0, 0.0, level, 1.0, 0.0, 0.0, 0.0], tf.float32))
+  return _transform(image, [1.0, 0.0, 0.0, level, 1.0, 0.0, 0.0, 0.0])
 
 
 def _round_half_away(values):
@@ -390,7 +473,7 @@ def _translate(image, pixels, axis):
   p = float(pixels)
   transform = [1.0, 0.0, p, 0.0, 1.0, 0.0, 0.0, 0.0] if axis == 1 else \
       [1.0, 0.0, 0.0, 0.0, 1.0, p, 0.0, 0.0]
-  return _transform(image, tf.constant(transform, tf.float32))
+  return _transform(image, transform)
 
 
 def translate_x(image, pixels):
@@ -414,12 +497,16 @@ def cutout(image, pad_size, center):
     return image
   size = tf.shape(image)
   center = tf.cast(center, tf.int32)
-  rows = tf.range(size[0])
-  cols = tf.range(size[1])
-  in_rows = (rows >= center[0] - pad_size) & (rows < center[0] + pad_size)
-  in_cols = (cols >= center[1] - pad_size) & (cols < center[1] + pad_size)
-  mask = (in_rows[:, None] & in_cols[None, :])[..., None]
-  return tf.where(mask, tf.constant(FILL, tf.uint8), image)
+  top = tf.clip_by_value(center[0] - pad_size, 0, size[0])
+  bottom = tf.clip_by_value(center[0] + pad_size, top, size[0])
+  left = tf.clip_by_value(center[1] - pad_size, 0, size[1])
+  right = tf.clip_by_value(center[1] + pad_size, left, size[1])
+  # Pieces put together with concat (copies), several times faster than a masked select.
+  band = image[top:bottom]
+  square = tf.fill([bottom - top, right - left, 3], tf.constant(FILL, tf.uint8))
+  band = tf.concat([band[:, :left], square, band[:, right:]], axis=1)
+  out = tf.concat([image[:top], band, image[bottom:]], axis=0)
+  return tf.ensure_shape(out, image.shape)
 
 
 # --- the policy ---------------------------------------------------------------------------------

@@ -23,6 +23,7 @@ DEFAULT_MAX_IMAGE_PIXELS = 64 megapixels; 0 or None: no limit) before tf.io.deco
 image (data/pipeline.py), the serving signature answers InvalidArgument (export/signatures.py).
 """
 
+import numpy as np
 import tensorflow as tf
 
 SMALL_IMAGE_PAD = 4
@@ -34,46 +35,67 @@ _HEADER_BYTES = 32
 _MAX_SIDE = 2 ** 31 - 1  # keeps height * width inside int64 whatever a header claims
 
 
-def _starts_with(b, offset, signature):
-  """True when bytes b[offset:offset + len(signature)] (int64 [_HEADER_BYTES]) equal signature."""
-  want = tf.constant(list(signature), tf.int64)
-  return tf.reduce_all(tf.equal(b[offset:offset + len(signature)], want))
-
-
-def _uint(b, offset, size, big_endian=False):
-  """The unsigned integer of `size` header bytes at `offset` (int64)."""
+def _field_row(offset, size, big_endian=False):
+  """Weights [_HEADER_BYTES] that turn the header bytes into the unsigned integer of `size`
+  bytes at `offset` (a dot product)."""
+  row = np.zeros(_HEADER_BYTES, np.int64)
   order = range(size - 1, -1, -1) if big_endian else range(size)
-  return tf.add_n([b[offset + i] * (256 ** k) for k, i in enumerate(order)])
+  for k, i in enumerate(order):
+    row[offset + i] = 256 ** k
+  return row
+
+
+# The size fields of the header formats, read all at once as one product with the header bytes
+# (a few ops instead of hundreds: the header read runs inside the pipelines' per-image
+# error-catching dataset, whose function is instantiated for every image).
+_FIELDS = ('png_w', 'png_h', 'gif_w', 'gif_h', 'bmp_header', 'bmp_core_w', 'bmp_core_h',
+           'bmp_w', 'bmp_h', 'vp8_w', 'vp8_h', 'vp8l', 'vp8x_w', 'vp8x_h')
+_FIELD_WEIGHTS = np.stack([_field_row(*args) for args in (
+    (16, 4, True), (20, 4, True), (6, 2), (8, 2), (14, 4), (18, 2), (20, 2), (18, 4), (22, 4),
+    (26, 2), (28, 2), (21, 4), (24, 3), (27, 3))])
+# Signatures in the first 16 bytes (value, or -1 for any byte), one row per format below.
+_SIGNATURE_BYTES = 16
+
+
+def _signature_row(*parts):
+  row = np.full(_SIGNATURE_BYTES, -1, np.int64)
+  for offset, signature in parts:
+    row[offset:offset + len(signature)] = list(signature)
+  return row
+
+
+_WEBP = ((0, b'RIFF'), (8, b'WEBP'))
+_SIGNATURES = np.stack([_signature_row(*parts) for parts in (
+    [(0, b'\x89PNG\r\n\x1a\n')], [(0, b'GIF')], [(0, b'BM')],
+    _WEBP + ((12, b'VP8 '),), _WEBP + ((12, b'VP8L'),), _WEBP + ((12, b'VP8X'),))])
 
 
 def _header_pixels(b):
-  """height * width of a PNG / GIF / BMP / WebP from its first _HEADER_BYTES bytes; -1 for any
-  other format.  Pure arithmetic on the bytes: never raises."""
-  def int32(offset):  # BMP sizes are signed (a negative height means top-down rows)
-    u = _uint(b, offset, 4)
+  """height * width of a PNG / GIF / BMP / WebP from its first _HEADER_BYTES bytes (int64
+  [_HEADER_BYTES]); -1 for any other format.  Pure arithmetic on the bytes: never raises."""
+  f = dict(zip(_FIELDS, tf.unstack(tf.reduce_sum(b[None, :] * _FIELD_WEIGHTS, axis=1))))
+  def int32(u):  # BMP sizes are signed (a negative height means top-down rows)
     return tf.abs(tf.where(u >= 2 ** 31, u - 2 ** 32, u))
-  bmp_core = tf.equal(_uint(b, 14, 4), 12)  # BITMAPCOREHEADER: 16-bit sizes
-  vp8l = _uint(b, 21, 4)
-  formats = [  # (is this format, width, height)
-      (_starts_with(b, 0, b'\x89PNG\r\n\x1a\n'), _uint(b, 16, 4, True), _uint(b, 20, 4, True)),
-      (_starts_with(b, 0, b'GIF'), _uint(b, 6, 2), _uint(b, 8, 2)),
-      (_starts_with(b, 0, b'BM'), tf.where(bmp_core, _uint(b, 18, 2), int32(18)),
-       tf.where(bmp_core, _uint(b, 20, 2), int32(22))),
-  ]
-  webp = tf.logical_and(_starts_with(b, 0, b'RIFF'), _starts_with(b, 8, b'WEBP'))
-  formats += [
-      (tf.logical_and(webp, _starts_with(b, 12, b'VP8 ')),  # lossy: 14-bit sizes in the frame
-       _uint(b, 26, 2) % 16384, _uint(b, 28, 2) % 16384),
-      (tf.logical_and(webp, _starts_with(b, 12, b'VP8L')),  # lossless: 14-bit sizes - 1
-       vp8l % 16384 + 1, (vp8l // 16384) % 16384 + 1),
-      (tf.logical_and(webp, _starts_with(b, 12, b'VP8X')),  # extended: 24-bit canvas sizes - 1
-       _uint(b, 24, 3) + 1, _uint(b, 27, 3) + 1),
-  ]
-  pixels = tf.constant(-1, tf.int64)
-  for is_format, width, height in reversed(formats):
-    area = tf.minimum(width, _MAX_SIDE) * tf.minimum(height, _MAX_SIDE)
-    pixels = tf.where(is_format, area, pixels)
-  return pixels
+  bmp_core = tf.equal(f['bmp_header'], 12)  # BITMAPCOREHEADER: 16-bit sizes
+  vp8l = f['vp8l']
+  widths = tf.stack([  # one per _SIGNATURES row
+      f['png_w'], f['gif_w'], tf.where(bmp_core, f['bmp_core_w'], int32(f['bmp_w'])),
+      f['vp8_w'] % 16384,  # lossy: 14-bit sizes in the frame
+      vp8l % 16384 + 1,  # lossless: 14-bit sizes - 1
+      f['vp8x_w'] + 1])  # extended: 24-bit canvas sizes - 1
+  heights = tf.stack([
+      f['png_h'], f['gif_h'], tf.where(bmp_core, f['bmp_core_h'], int32(f['bmp_h'])),
+      f['vp8_h'] % 16384, (vp8l // 16384) % 16384 + 1, f['vp8x_h'] + 1])
+  head = b[:_SIGNATURE_BYTES][None, :]
+  matches = tf.reduce_all((head == _SIGNATURES) | (_SIGNATURES < 0), axis=1)
+  areas = tf.minimum(widths, _MAX_SIDE) * tf.minimum(heights, _MAX_SIDE)
+  return tf.reduce_max(tf.where(matches, areas, -1))  # the formats exclude each other
+
+
+def is_jpeg(encoded):
+  """True (bool scalar tensor) when the string scalar `encoded` starts with the JPEG signature
+  tf.io.decode_image recognises JPEG by."""
+  return tf.equal(tf.strings.substr(encoded, 0, 3), b'\xff\xd8\xff')
 
 
 def image_pixels(encoded):
@@ -86,10 +108,8 @@ def image_pixels(encoded):
   encoded = tf.convert_to_tensor(encoded, tf.string)
   b = tf.cast(tf.io.decode_raw(tf.strings.substr(encoded, 0, _HEADER_BYTES), tf.uint8,
                                fixed_length=_HEADER_BYTES), tf.int64)
-  # The signature tf.io.decode_image recognises JPEG by.
-  is_jpeg = _starts_with(b, 0, b'\xff\xd8\xff')
   return tf.cond(
-      is_jpeg,
+      is_jpeg(encoded),
       lambda: tf.reduce_prod(tf.image.extract_jpeg_shape(encoded, output_type=tf.int64)[:2]),
       lambda: _header_pixels(b))
 
@@ -129,6 +149,50 @@ def decode(encoded, max_image_pixels=DEFAULT_MAX_IMAGE_PIXELS):
   return image
 
 
+def decode_window(encoded, window_fn, max_image_pixels=DEFAULT_MAX_IMAGE_PIXELS):
+  """Decodes the part of `encoded` (a string scalar) that window_fn(height, width) -> (top,
+  left, crop_height, crop_width) (int32 scalars) selects: uint8 [crop_height, crop_width, 3],
+  the same pixels as slicing the `decode`d image, and the same errors (InvalidArgumentError for
+  an undecodable image or one over `max_image_pixels`, as `decode`).
+
+  JPEG: the size comes from the header and only the rows from `top` to the last row of the
+  image are decoded (tf.io.decode_and_crop_jpeg, full width).  Why not the window alone:
+  decoding stops after its last row, so data corrupt further down (which `decode` rejects)
+  would go unnoticed; and libjpeg treats a cropped row's first and last columns as image edges
+  in its chroma upsampling, so for 4:2:0 / 4:2:2 JPEGs those columns differ from a full decode
+  by a level or two, and at 256 px the cropped columns save nothing (benchmarks/NOTES.md).
+  Other formats are decoded whole."""
+  encoded = tf.convert_to_tensor(encoded, tf.string)
+  check = check_image_pixels(encoded, max_image_pixels)
+  if check is not None:
+    with tf.control_dependencies([check]):
+      encoded = tf.identity(encoded)
+
+  jpeg = is_jpeg(encoded)
+
+  def header():
+    shape = tf.image.extract_jpeg_shape(encoded)
+    return tf.zeros([0, 0, 3], tf.uint8), shape[0], shape[1]
+
+  def whole():
+    image = decode(encoded, None)
+    size = tf.shape(image)
+    return image, size[0], size[1]
+
+  image, height, width = tf.cond(jpeg, header, whole)
+  top, left, crop_height, crop_width = window_fn(height, width)
+  size = tf.stack([crop_height, crop_width, 3])
+
+  def jpeg_rows():
+    rows = tf.io.decode_and_crop_jpeg(encoded, tf.stack([top, 0, height - top, width]),
+                                      channels=3)
+    return tf.slice(rows, tf.stack([0, left, 0]), size)
+
+  crop = tf.cond(jpeg, jpeg_rows, lambda: tf.slice(image, tf.stack([top, left, 0]), size))
+  crop.set_shape([None, None, 3])
+  return crop
+
+
 def resize_float(image, size, convention):
   """Resizes uint8/float [H, W, 3] to float32 [size, size, 3] with the convention's method, not
   clipped or rounded.
@@ -139,33 +203,81 @@ def resize_float(image, size, convention):
   evaluated with; any other name is a `tf.image.resize` method (TF2: half-pixel centres; its
   'bicubic' has a = -0.5).
   """
-  image = tf.cast(image, tf.float32)
+  # The kernels take uint8 as it is and compute in float32: no separate cast pass is needed.
+  if image.dtype not in (tf.uint8, tf.float32):
+    image = tf.cast(image, tf.float32)
   if convention.resize_method == TF1_BICUBIC:
-    return tf.raw_ops.ResizeBicubic(images=image[tf.newaxis], size=[size, size],
-                                    align_corners=False, half_pixel_centers=False)[0]
-  return tf.image.resize(image, [size, size], method=convention.resize_method, antialias=False)
+    out = tf.raw_ops.ResizeBicubic(images=image[tf.newaxis], size=[size, size],
+                                   align_corners=False, half_pixel_centers=False)[0]
+  else:
+    out = tf.image.resize(image, [size, size], method=convention.resize_method, antialias=False)
+  return tf.cast(out, tf.float32)  # 'nearest' keeps the input dtype
+
+
+# Resize methods whose rounded result at the same size is the input itself (the kernel's
+# weights at integer offsets are 1 and 0, lanczos' off-centre ones ~1e-8), so that resize can
+# be skipped: a 224 px center crop of a 256 px image is not resized.  Not gaussian or
+# mitchellcubic (they blur).
+_IDENTITY_AT_SAME_SIZE = frozenset({'bilinear', 'bicubic', TF1_BICUBIC, 'nearest', 'area',
+                                    'lanczos3', 'lanczos5'})
+
+
+# Methods that interpolate within the input range (weights in [0, 1] summing to 1): their
+# rounded results of uint8 inputs are in 0..255 without clipping.
+_CONVEX = frozenset({'bilinear', 'nearest', 'area'})
 
 
 def _resize(image, size, convention):
   """Resizes uint8/float [H, W, 3] to [size, size, 3] uint8, clipped to the valid range."""
-  image = resize_float(image, size, convention)
-  return tf.cast(tf.round(tf.clip_by_value(image, 0.0, 255.0)), tf.uint8)
+  def resized():
+    out = resize_float(image, size, convention)
+    if not (image.dtype == tf.uint8 and convention.resize_method in _CONVEX):
+      out = tf.clip_by_value(out, 0.0, 255.0)
+    return tf.cast(tf.round(out), tf.uint8)
+  if image.dtype != tf.uint8 or convention.resize_method not in _IDENTITY_AT_SAME_SIZE:
+    return resized()
+  height, width = image.shape[0], image.shape[1]
+  if height is not None and width is not None:
+    return image if height == width == size else resized()
+  shape = tf.shape(image)
+  same = tf.logical_and(tf.equal(shape[0], size), tf.equal(shape[1], size))
+  return tf.cond(same, lambda: tf.identity(image), resized)
 
 
 def normalize(image_0_255, convention):
   """Takes RGB pixels on the 0-255 scale (any dtype, [..., 3]); returns float32
   (x - mean) / std with the convention's per-channel mean and std."""
   x = tf.cast(image_0_255, tf.float32)
-  mean = tf.constant(convention.mean, tf.float32)
-  std = tf.constant(convention.std, tf.float32)
-  return (x - mean) / std
+  # mean and std repeated over the width when it is static ([W, 3]): the same values, but
+  # TensorFlow broadcasts a [3] vector with an index computation per element (3x slower).
+  mean = np.asarray(convention.mean, np.float32)
+  std = np.asarray(convention.std, np.float32)
+  width = x.shape[-2] if x.shape.rank is not None and x.shape.rank >= 2 else None
+  if width:
+    mean, std = np.tile(mean, [width, 1]), np.tile(std, [width, 1])
+  return (x - tf.constant(mean)) / tf.constant(std)
 
 
-def center_crop(image, resolution, convention, small_image=False):
+def center_crop_window(height, width, resolution, convention):
+  """(top, left, side, side), int32 scalars: the evaluation crop of an image of height x width,
+  the central square of side min(h, w) * R / (R + crop_padding) (at least 1)."""
+  ratio = int(resolution) / (int(resolution) + convention.crop_padding)
+  side = tf.maximum(1, tf.cast(ratio * tf.cast(tf.minimum(height, width), tf.float32), tf.int32))
+  return (height - side + 1) // 2, (width - side + 1) // 2, side, side
+
+
+def _to_resolution(crop, resolution, convention):
+  out = _resize(crop, resolution, convention)
+  out.set_shape([resolution, resolution, 3])
+  return out
+
+
+def center_crop(image, resolution, convention, small_image=False, window=False):
   """The evaluation crop of a decoded uint8 [H, W, 3] image; returns uint8 [R, R, 3].
 
   Crops the central square of side min(h, w) * R / (R + crop_padding) and resizes it to R x R.
   small_image: no crop, the whole image resized to R x R (a no-op for R x R inputs).
+  window: `image` is already that square (as `eval_crop` decodes it): only resized.
   """
   resolution = int(resolution)
   shape = tf.shape(image)
@@ -175,20 +287,28 @@ def center_crop(image, resolution, convention, small_image=False):
     out = tf.cond(same, lambda: tf.identity(image), lambda: _resize(image, resolution, convention))
     out.set_shape([resolution, resolution, 3])
     return out
-  ratio = resolution / (resolution + convention.crop_padding)
-  side = tf.maximum(1, tf.cast(ratio * tf.cast(tf.minimum(h, w), tf.float32), tf.int32))
-  top = (h - side + 1) // 2
-  left = (w - side + 1) // 2
-  crop = tf.image.crop_to_bounding_box(image, top, left, side, side)
-  out = _resize(crop, resolution, convention)
-  out.set_shape([resolution, resolution, 3])
-  return out
+  if window:
+    return _to_resolution(image, resolution, convention)
+  top, left, side, _ = center_crop_window(h, w, resolution, convention)
+  crop = tf.slice(image, tf.stack([top, left, 0]), tf.stack([side, side, 3]))
+  return _to_resolution(crop, resolution, convention)
+
+
+def _decode_crop(encoded, window, resolution, convention, small_image, max_image_pixels):
+  """Decodes the part of `encoded` the crop keeps: decode_window with window(h, w, resolution,
+  convention) (center_crop_window or random_crop_window); small images are decoded whole."""
+  if small_image:
+    return decode(encoded, max_image_pixels)
+  return decode_window(encoded, lambda h, w: window(h, w, resolution, convention),
+                       max_image_pixels)
 
 
 def eval_crop(encoded, resolution, convention, small_image=False,
               max_image_pixels=DEFAULT_MAX_IMAGE_PIXELS):
   """Decodes `encoded` and center-crops it: uint8 [R, R, 3] (before normalisation)."""
-  return center_crop(decode(encoded, max_image_pixels), resolution, convention, small_image)
+  window = _decode_crop(encoded, center_crop_window, resolution, convention, small_image,
+                        max_image_pixels)
+  return center_crop(window, resolution, convention, small_image, window=True)
 
 
 def eval_preprocess(encoded, resolution, convention, small_image=False,
@@ -201,21 +321,29 @@ def eval_preprocess(encoded, resolution, convention, small_image=False,
                    convention)
 
 
-def random_resized_crop(image, resolution, convention, seed=None):
-  """Inception-style random crop (area 8-100%, aspect 3/4-4/3, 10 attempts, falling back to the
-  center crop) of a uint8 [H, W, 3] image, resized to uint8 [R, R, 3]."""
-  shape = tf.shape(image)
+def random_crop_window(height, width, resolution, convention, seed=None):
+  """(top, left, crop_height, crop_width), int32 scalars: the Inception-style random crop of an
+  image of height x width (area 8-100%, aspect 3/4-4/3, 10 attempts), or the evaluation crop
+  (`center_crop_window`) when every attempt failed."""
   begin, size, _ = tf.image.sample_distorted_bounding_box(
-      shape, bounding_boxes=tf.constant([0.0, 0.0, 1.0, 1.0], shape=[1, 1, 4]),
+      tf.stack([height, width, 3]),
+      bounding_boxes=tf.constant([0.0, 0.0, 1.0, 1.0], shape=[1, 1, 4]),
       min_object_covered=0.1, aspect_ratio_range=(3. / 4., 4. / 3.), area_range=(0.08, 1.0),
       max_attempts=10, use_image_if_no_bounding_boxes=True, seed=seed)
   # sample_distorted_bounding_box returns the whole image when every attempt failed.
-  failed = tf.reduce_all(tf.equal(size[:2], shape[:2]))
-  out = tf.cond(failed,
-                lambda: center_crop(image, resolution, convention),
-                lambda: _resize(tf.slice(image, begin, size), resolution, convention))
-  out.set_shape([resolution, resolution, 3])
-  return out
+  failed = tf.logical_and(tf.equal(size[0], height), tf.equal(size[1], width))
+  center = center_crop_window(height, width, resolution, convention)
+  sampled = (begin[0], begin[1], size[0], size[1])
+  return tuple(tf.where(failed, c, s) for c, s in zip(center, sampled))
+
+
+def random_resized_crop(image, resolution, convention, seed=None):
+  """Inception-style random crop (`random_crop_window`) of a uint8 [H, W, 3] image, resized to
+  uint8 [R, R, 3]."""
+  shape = tf.shape(image)
+  top, left, h, w = random_crop_window(shape[0], shape[1], resolution, convention, seed)
+  crop = tf.slice(image, tf.stack([top, left, 0]), tf.stack([h, w, 3]))
+  return _to_resolution(crop, int(resolution), convention)
 
 
 def small_image_crop(image, resolution, convention):
@@ -226,12 +354,15 @@ def small_image_crop(image, resolution, convention):
   return tf.image.random_crop(padded, [resolution, resolution, 3])
 
 
-def train_crop(image, resolution, convention, small_image=False, flip=True, augment=None):
+def train_crop(image, resolution, convention, small_image=False, flip=True, augment=None,
+               window=False):
   """Training geometry and noise of a decoded uint8 [H, W, 3] image; returns uint8 [R, R, 3].
 
   Order as in the official code: large images: random-resized crop, flip, `augment`; small images:
   `augment` on the R x R image, then reflect-pad-crop and flip.  augment: optional callable
-  uint8 [R, R, 3] -> uint8 [R, R, 3] (the student's RandAugment, see augment.py).
+  uint8 [R, R, 3] -> uint8 [R, R, 3] (the student's RandAugment, see augment.py).  window:
+  `image` is already the random crop (as `train_preprocess` decodes it): only resized
+  (large images).
   """
   resolution = int(resolution)
   if small_image:
@@ -239,6 +370,8 @@ def train_crop(image, resolution, convention, small_image=False, flip=True, augm
     if augment is not None:
       image = augment(image)
     image = small_image_crop(image, resolution, convention)
+  elif window:
+    image = _to_resolution(image, resolution, convention)
   else:
     image = random_resized_crop(image, resolution, convention)
   if flip:
@@ -255,6 +388,7 @@ def train_preprocess(encoded, resolution, convention, small_image=False, flip=Tr
 
   Not deterministic (that is the point).  See `train_crop` for the order of operations.
   """
-  image = train_crop(decode(encoded, max_image_pixels), resolution, convention, small_image, flip,
-                     augment)
+  window = _decode_crop(encoded, random_crop_window, resolution, convention, small_image,
+                        max_image_pixels)
+  image = train_crop(window, resolution, convention, small_image, flip, augment, window=True)
   return normalize(image, convention)
