@@ -126,6 +126,34 @@ def test_hard_and_top_k(teacher, tmp_path):
   assert ((targets > 0).sum(1) == 3).all()
 
 
+@pytest.mark.parametrize('num_classes,top_k,label_type,temperature,generation', [
+    (10, None, 'soft', 1.0, 0), (1000, None, 'soft', 2.0, 3), (1000, 5, 'soft', 1.0, -2),
+    (10, 3, 'hard', 1.0, 1), (10, 10, 'soft', 0.5, 200), (300, 1, 'soft', 1.0, 0)])
+def test_records_are_make_example_serialized_in_key_order(num_classes, top_k, label_type,
+                                                          temperature, generation):
+  from noisy_student_tf.data import records  # pylint: disable=g-import-not-at-top
+  rng = np.random.default_rng(num_classes)
+  config = label_lib.LabelConfig(model_dir='m', unlabeled='u', output_dir='o', top_k=top_k,
+                                 label_type=label_type, temperature=temperature,
+                                 generation=generation)
+  logits = rng.normal(size=(9, num_classes)).astype(np.float32) * 3
+  logits[3] = 0  # every class tied
+  encoded = [rng.bytes(int(n)) for n in rng.integers(0, 300, 9)]
+  encoded[0] = rng.bytes(70000)  # multi-byte lengths
+  ids = [f'cls/{i}\u00e9.jpg'.encode() for i in range(9)]
+  ids[1] = b''
+  got, label, confidence = label_lib.pseudo_records(
+      logits, np.array(encoded, object), np.array(ids, object), config, 'b0:/teacher:ema')
+  probs, want_confidence, want_label = label_lib.pseudo_targets(logits, config)
+  np.testing.assert_array_equal(label, want_label)
+  np.testing.assert_array_equal(confidence, want_confidence)
+  for i, record in enumerate(got):
+    ex = records.make_example(encoded[i], ids[i], probs[i], top_k=top_k,
+                              teacher='b0:/teacher:ema', generation=generation)
+    ex.features.feature['pseudo/confidence'].float_list.value[0] = float(want_confidence[i])
+    assert record == ex.SerializeToString(deterministic=True)
+
+
 def test_workers_by_shard_and_rerun_skips_done_shards(teacher, tmp_path):
   out = tmp_path / 'out'
   base = dict(model_dir=teacher, unlabeled='digits:test', output_dir=str(out), num_shards=3)
