@@ -2,16 +2,21 @@
 
 The paper keeps the images whose pseudo-label confidence is at least 0.3, then per class the K
 most confident (K = 130K on ImageNet), and duplicates the images of classes with fewer than K
-until they have K.  This runs in two streaming passes over the shards:
+until they have K.  This runs in streaming passes over the shards, in the same reading order:
 
-1. read only `pseudo/label` and `pseudo/confidence` (vectorised `tf.io.parse_example`); keep a
-   bounded candidate pool of (class, confidence, position) that is pruned to the top K per class
-   whenever it exceeds 2 x classes x K, so memory is bounded by classes x K, never by the number
-   of records (the per-class selection is a lexsort + rank, the vectorised form of per-class
-   heaps);
+1. read only `pseudo/label` and `pseudo/confidence` (vectorised `tf.io.parse_example`): the
+   counts and, when balancing, per class a histogram of the confidences above the threshold in
+   fine bins, which gives each class's cut bin (class_selection.py);
+1b. only when some class's K-th record lies inside a bin: read labels and confidences once more
+   and count the distinct confidences in the cut bins, which makes every cut exact (ties at the
+   cut confidence go to the earlier positions);
 2. read the serialized records again and copy each selected one, unchanged, as many times as its
    class needs, dealing the copies round-robin over the output shards so that the shards are
    balanced and the duplicates of one image land in different shards.
+
+Memory grows with neither K nor the number of records: classes x bins counts (about 130 MB at
+1000 classes), the cut bins' distinct confidences, and one bit per kept record of the classes
+given an extra copy.
 
 Outputs: OUTPUT_DIR/balanced-NNNNN-of-NNNNN.tfrecord, stats.json (written last: the completion
 marker) and plot.png.
@@ -27,6 +32,7 @@ from typing import Optional
 import numpy as np
 
 from noisy_student_tf import progress as progress_lib
+from noisy_student_tf.selftrain import class_selection
 from noisy_student_tf.selftrain import shards
 from noisy_student_tf.selftrain.beam import runner_settings
 from noisy_student_tf import settings
@@ -34,6 +40,9 @@ from noisy_student_tf.settings import setting
 
 OUTPUT_PREFIX = 'balanced'
 PLOT_FILE = 'plot.png'
+# The selection rule's parts, also used by the Beam filter (beam/filtering.py).
+passes_threshold = class_selection.passes_threshold
+class_copies = class_selection.class_copies
 LABEL_KEY = 'pseudo/label'
 CONFIDENCE_KEY = 'pseudo/confidence'
 
@@ -100,82 +109,6 @@ def _read_batches(files, batch, keep_serialized=False):
     yield item if keep_serialized else item + (None,)
 
 
-def _top_k_per_class(labels, conf, pos, k):
-  """Returns the index array of the entries that are among the k most confident of their class
-  (ties broken by earlier position)."""
-  order = np.lexsort((pos, -conf, labels))
-  sorted_labels = labels[order]
-  starts = np.flatnonzero(np.r_[True, sorted_labels[1:] != sorted_labels[:-1]])
-  group_start = np.repeat(starts, np.diff(np.r_[starts, len(order)]))
-  rank = np.arange(len(order)) - group_start
-  return order[rank < k]
-
-
-class _TopKPool:
-  """Candidates (label, confidence, position) pruned to the top K per class; the pool never holds
-  more than max(2 x classes x K, 1) entries plus one batch."""
-
-  def __init__(self, k, num_classes_hint):
-    self.k = k
-    self.classes_seen = max(1, num_classes_hint or 1)
-    self.parts = []
-    self.size = 0
-    self.peak = 0
-
-  def add(self, labels, conf, pos):
-    self.parts.append((labels, conf, pos))
-    self.size += len(labels)
-    self.peak = max(self.peak, self.size)
-    if len(labels):
-      self.classes_seen = max(self.classes_seen, int(labels.max()) + 1)
-    if self.size > 2 * self.classes_seen * self.k:
-      self._prune()
-
-  def _prune(self):
-    labels, conf, pos = (np.concatenate(x) for x in zip(*self.parts))
-    keep = _top_k_per_class(labels, conf, pos, self.k)
-    self.parts = [(labels[keep], conf[keep], pos[keep])]
-    self.size = len(keep)
-
-  def result(self):
-    """Returns (labels, confidence, positions) of the final top K per class."""
-    if not self.parts:
-      return (np.zeros(0, np.int64), np.zeros(0, np.float32), np.zeros(0, np.int64))
-    self._prune()
-    return self.parts[0]
-
-
-def passes_threshold(confidence, threshold):
-  """True (bool array) where `confidence` (float32 values) is >= `threshold`, compared in float32
-  as pass 1 and pass 2 compare them."""
-  return np.asarray(confidence, np.float32) >= threshold
-
-
-def class_copies(count, k, duplicate, seed, class_index):
-  """Copies (int64 [count]) of the `count` kept records of class `class_index`, in position
-  order, so that the class has exactly k (duplicate=True; the k % count extra copies go to
-  records drawn with the seed (seed, class_index)) or keeps its records once (duplicate=False).
-  Depends on nothing outside the class, so classes can be balanced independently."""
-  if not duplicate:
-    return np.ones(count, np.int64)
-  copies = np.full(count, k // count, np.int64)
-  extra = k % count
-  if extra:
-    rng = np.random.default_rng((int(seed), int(class_index)))
-    copies[rng.choice(count, size=extra, replace=False)] += 1
-  return copies
-
-
-def _copies_per_record(labels, k, duplicate, seed):
-  """Returns int64 copies for each kept record (labels in position order) so that every class
-  present has exactly k (duplicate=True) or keeps its records once (duplicate=False)."""
-  copies = np.ones(len(labels), np.int64)
-  for c in np.unique(labels):
-    idx = np.flatnonzero(labels == c)
-    copies[idx] = class_copies(len(idx), k, duplicate, seed, c)
-  return copies
-
-
 def num_classes_of(config, files):
   """The class count to filter with: config.num_classes, else the labeler's stats.json next to
   `files`, else None (then the largest label + 1)."""
@@ -200,118 +133,142 @@ def _num_records_from_input(files):
 
 def filter_records(config: FilterConfig) -> dict:
   """Filters and balances pseudo-label records as `config` says (config.progress: records per
-  second of both passes).
+  second of every pass).
 
   Returns the stats dict also written to OUTPUT_DIR/stats.json.  Raises ValueError for bad
   settings or an input without records, before reading any record.
   """
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
   config.validate()
   if config.runner == 'beam':
     from noisy_student_tf.selftrain.beam import filtering  # pylint: disable=g-import-not-at-top
     return filtering.filter_records(config)
-  progress = config.progress
   files = shards.list_record_files(config.input)
   start = time.time()
   os.makedirs(config.output_dir, exist_ok=True)
-  stats_path = os.path.join(config.output_dir, shards.STATS_FILE)
-  shards.remove_if_exists(stats_path)
-  num_classes = num_classes_of(config, files)
-  k = config.per_class
+  shards.remove_if_exists(os.path.join(config.output_dir, shards.STATS_FILE))
+  first, histograms = _first_pass(config, files, num_classes_of(config, files))
+  selector, look_peak = (_selector(config, files, first, histograms) if config.per_class
+                         else (None, 0))
+  del histograms  # classes x bins counts: not needed in the copy pass
+  out = _copy_pass(config, files, first['num_classes'], first['num_input'], selector)
+  stats = summarize(config, files, first['num_classes'], first['num_input'], first['counts_in'],
+                    first['counts_above'], out['counts_unique'], out['counts_out'],
+                    first['hist_in'], out['hist_out'], out['shard_sizes'], look_peak,
+                    time.time() - start)
+  write_summary(config.output_dir, stats)
+  logging.info('ns-filter: %d records in, %d above threshold %.2f, %d unique kept, %d written to '
+               '%d shards in %.1f s', first['num_input'], stats['num_above_threshold'],
+               config.threshold, stats['num_unique_kept'], stats['num_output'],
+               config.num_shards, stats['seconds'])
+  return stats
 
-  # Pass 1: counts, histograms and (when balancing) the top K per class.
+
+def _track(batches, name, total, progress):
+  """`batches` of (labels, confidence, ...) with progress reported as records."""
+  return progress_lib.track(batches, name, total, 'records', progress, size=lambda b: len(b[0]))
+
+
+def _selector(config, files, first, histograms):
+  """The copy pass's class_selection.Selector from pass 1's histograms (reading the labels and
+  confidences once more when a cut lies inside a bin); returns (selector, the most cut-bin
+  entries held at once)."""
+  def read_again():
+    for labels, conf, _ in _track(_read_batches(files, config.read_batch),
+                                  'ns-filter pass 1b (cut bins)', first['num_input'],
+                                  config.progress):
+      yield labels, conf
+
+  plan, look_peak = class_selection.plan_selection(histograms, config.per_class,
+                                                   first['num_classes'], read_again)
+  return class_selection.Selector(plan, config.duplicate, config.seed), look_peak
+
+
+def _first_pass(config, files, num_classes):
+  """Pass 1 over labels and confidences: returns ({'num_input', 'num_classes', 'counts_in',
+  'counts_above', 'hist_in'}, class_selection.ClassHistograms or None without per_class).
+  Raises ValueError for labels out of range or no record."""
   counts_in = np.zeros(num_classes or 0, np.int64)
   counts_above = np.zeros(num_classes or 0, np.int64)
   hist_in = np.zeros(shards.NUM_CONFIDENCE_BINS, np.int64)
-  pool = _TopKPool(k, num_classes) if k else None
-  position = 0
-  for labels, conf, _ in progress_lib.track(
-      _read_batches(files, config.read_batch), 'ns-filter pass 1 (select)',
-      _num_records_from_input(files), 'records', progress, size=lambda b: len(b[0])):
-    n = len(labels)
-    if n and (labels.min() < 0 or (num_classes and labels.max() >= num_classes)):
+  histograms = (class_selection.ClassHistograms(config.threshold, num_classes)
+                if config.per_class else None)
+  num_input = 0
+  for labels, conf, _ in _track(_read_batches(files, config.read_batch),
+                                'ns-filter pass 1 (select)', _num_records_from_input(files),
+                                config.progress):
+    if len(labels) and (labels.min() < 0 or (num_classes and labels.max() >= num_classes)):
       raise ValueError(f'pseudo/label out of range [0, {num_classes}) in {config.input!r}: '
                        f'min {labels.min()}, max {labels.max()}')
     counts_in = shards.add_counts(counts_in, np.bincount(labels))
     hist_in += shards.confidence_histogram(conf)
-    above = passes_threshold(conf, config.threshold)
-    counts_above = shards.add_counts(counts_above, np.bincount(labels[above]))
-    if pool is not None:
-      pos = np.arange(position, position + n, dtype=np.int64)
-      pool.add(labels[above], conf[above], pos[above])
-    position += n
-  num_input = position
+    counts_above = shards.add_counts(
+        counts_above, np.bincount(labels[passes_threshold(conf, config.threshold)]))
+    if histograms is not None:
+      histograms.add(labels, conf)
+    num_input += len(labels)
   if num_input == 0:
     raise ValueError(f'the pseudo-label records in {config.input!r} hold no record')
   num_classes = num_classes or len(counts_in)
-  counts_in = shards.add_counts(counts_in, np.zeros(num_classes, np.int64))
-  counts_above = shards.add_counts(counts_above, np.zeros(num_classes, np.int64))
+  return {'num_input': num_input, 'num_classes': num_classes, 'hist_in': hist_in,
+          'counts_in': shards.add_counts(counts_in, np.zeros(num_classes, np.int64)),
+          'counts_above': shards.add_counts(counts_above, np.zeros(num_classes, np.int64))
+          }, histograms
 
-  if pool is not None:
-    sel_labels, sel_conf, sel_pos = pool.result()
-    order = np.argsort(sel_pos)
-    sel_labels, sel_conf, sel_pos = sel_labels[order], sel_conf[order], sel_pos[order]
-    copies = _copies_per_record(sel_labels, k, config.duplicate, config.seed)
-    pool_peak = pool.peak
-  else:
-    sel_pos = copies = None
-    pool_peak = 0
 
-  # Pass 2: copy the selected serialized records into balanced shards.
+def _copy_pass(config, files, num_classes, num_input, selector):
+  """Pass 2: copies the records `selector` keeps (class_selection.Selector; None: every record
+  above the threshold, once) into the balanced shards, dealt round-robin.  Returns
+  {'counts_unique', 'counts_out', 'hist_out', 'shard_sizes'}."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
   for stale in glob.glob(os.path.join(config.output_dir, f'{OUTPUT_PREFIX}-*.tfrecord*')):
     os.remove(stale)
   names = [shards.shard_name(OUTPUT_PREFIX, i, config.num_shards) for i in range(config.num_shards)]
   tmp_paths = [os.path.join(config.output_dir, n + shards.TMP_SUFFIX) for n in names]
   writers = [tf.io.TFRecordWriter(p) for p in tmp_paths]
-  shard_sizes = np.zeros(config.num_shards, np.int64)
   counts_out = np.zeros(num_classes, np.int64)
   counts_unique = np.zeros(num_classes, np.int64)
   hist_out = np.zeros(shards.NUM_CONFIDENCE_BINS, np.int64)
-  next_shard = 0
-  position = 0
-  for labels, conf, serialized in progress_lib.track(
-      _read_batches(files, config.read_batch, keep_serialized=True), 'ns-filter pass 2 (copy)',
-      num_input, 'records', progress, size=lambda b: len(b[0])):
-    n = len(serialized)
-    if sel_pos is None:
+  num_written = 0
+  for labels, conf, serialized in _track(_read_batches(files, config.read_batch,
+                                                       keep_serialized=True),
+                                         'ns-filter pass 2 (copy)', num_input, config.progress):
+    if selector is None:
       idx = np.flatnonzero(passes_threshold(conf, config.threshold))
       n_copies = np.ones(len(idx), np.int64)
     else:
-      lo, hi = np.searchsorted(sel_pos, [position, position + n])
-      idx = sel_pos[lo:hi] - position
-      n_copies = copies[lo:hi]
-    for i, c in zip(idx.tolist(), n_copies.tolist()):
-      record = serialized[i]
-      for _ in range(c):
-        writers[next_shard].write(record)
-        shard_sizes[next_shard] += 1
-        next_shard = (next_shard + 1) % config.num_shards
-    counts_out = shards.add_counts(counts_out, np.bincount(labels[idx], weights=n_copies,
-                                                           minlength=num_classes).astype(np.int64))
-    counts_unique = shards.add_counts(counts_unique, np.bincount(labels[idx], minlength=num_classes))
+      idx, n_copies = selector.select(labels, conf)
+    num_written = _deal(writers, serialized, idx, n_copies, num_written)
+    counts_out += np.bincount(labels[idx], weights=n_copies, minlength=num_classes).astype(np.int64)
+    counts_unique += np.bincount(labels[idx], minlength=num_classes)
     hist_out += shards.confidence_histogram(conf[idx], weights=n_copies)
-    position += n
   for w in writers:
     w.close()
   for tmp, name in zip(tmp_paths, names):
     os.replace(tmp, os.path.join(config.output_dir, name))
+  shard_sizes = np.full(config.num_shards, num_written // config.num_shards, np.int64)
+  shard_sizes[:num_written % config.num_shards] += 1
+  return {'counts_unique': counts_unique, 'counts_out': counts_out, 'hist_out': hist_out,
+          'shard_sizes': shard_sizes}
 
-  stats = summarize(config, files, num_classes, num_input, counts_in, counts_above,
-                    counts_unique, counts_out, hist_in, hist_out, shard_sizes, pool_peak,
-                    time.time() - start)
-  write_summary(config.output_dir, stats)
-  seconds = stats['seconds']
-  logging.info('ns-filter: %d records in, %d above threshold %.2f, %d unique kept, %d written to '
-               '%d shards in %.1f s', num_input, stats['num_above_threshold'], config.threshold,
-               stats['num_unique_kept'], stats['num_output'], config.num_shards, seconds)
-  return stats
+
+def _deal(writers, serialized, idx, n_copies, num_written):
+  """Writes serialized[i] n_copies times for each i of `idx`, each copy to the next writer in
+  turn (copy number t of the whole run goes to writer t % len(writers)); returns the new total."""
+  num_writers = len(writers)
+  for i, c in zip(idx.tolist(), n_copies.tolist()):
+    record = serialized[i]
+    for t in range(num_written, num_written + c):
+      writers[t % num_writers].write(record)
+    num_written += c
+  return num_written
 
 
 def summarize(config, files, num_classes, num_input, counts_in, counts_above, counts_unique,
               counts_out, hist_in, hist_out, shard_sizes, pool_peak, seconds):
   """stats.json's dict from the filter's counts: per-class int arrays of the input, above the
   threshold, unique kept and written records, the confidence histograms of input and output, the
-  records per output shard, the candidate pool's peak size and the run's seconds."""
+  records per output shard, the most selection candidates held at once (`candidate_pool_peak`:
+  the cut bins' distinct confidences of pass 1b, 0 without it) and the run's seconds."""
   return {
       'input': config.input, 'input_files': len(files), 'output_dir': config.output_dir,
       'threshold': config.threshold, 'per_class': config.per_class, 'duplicate': config.duplicate,
