@@ -255,12 +255,13 @@ def color(image, factor):
   image = _as_uint8(image)
   if factor == 1.0:
     return image
-  gray = tf.cast(grayscale(image), tf.float32)
-  # The gray plane repeated over the 3 channels by a matmul with ones (exact: g * 1 + 0 + ...,
-  # and vectorised, unlike broadcasting a size-1 channel axis).
+  pixels = tf.cast(image, tf.float32)
+  gray = tf.cast(_grayscale(pixels), tf.float32)
+  # The gray plane repeated over the 3 channels by a matmul with ones (exact: g * 1, and
+  # vectorised, unlike broadcasting a size-1 channel axis).
   gray = tf.reshape(tf.matmul(tf.reshape(gray, [-1, 1]), tf.ones([1, 3], tf.float32)),
                     tf.shape(image))
-  return _blend(gray, tf.cast(image, tf.float32), factor)
+  return _blend(gray, pixels, factor)
 
 
 _GRAY_WEIGHTS = (0.2989, 0.5870, 0.1140)
@@ -269,10 +270,16 @@ _GRAY_WEIGHTS = (0.2989, 0.5870, 0.1140)
 def grayscale(image):
   """tf.image.rgb_to_grayscale of a uint8 [..., 3] image, as uint8 [...] (no channel axis):
   x = v * float32(1 / 255) per channel, (x_r w_r + x_g w_g) + x_b w_b in float32, times 255.5,
-  truncated.  Written out on the three planes (the same float32 operations in the same order):
-  TF's tensordot goes through a [pixels, 3] x [3, 1] matmul, several times slower."""
-  x = tf.cast(image, tf.float32) * tf.constant(1.0 / 255, tf.float32)
-  r, g, b = (x[..., c] * tf.constant(_GRAY_WEIGHTS[c], tf.float32) for c in range(3))
+  truncated.  Written out on the three planes (the same float32 operations in the same order;
+  TF's tensordot goes through a slower [pixels, 3] x [3, 1] matmul)."""
+  return _grayscale(tf.cast(_as_uint8(image), tf.float32))
+
+
+def _grayscale(pixels):
+  """`grayscale` of float32 [..., 3] pixel values 0..255 (integers)."""
+  x = pixels * tf.constant(1.0 / 255, tf.float32)
+  r, g, b = (plane * tf.constant(w, tf.float32)
+             for plane, w in zip(tf.unstack(x, axis=-1), _GRAY_WEIGHTS))
   return tf.cast((r + g + b) * tf.constant(255.5, tf.float32), tf.uint8)
 
 
@@ -317,25 +324,34 @@ def smooth(image):
   left to right.  Written out as elementwise ops so that the result does not depend on the
   build: with oneDNN on (TensorFlow's x86 default since 2.9) tf.nn.depthwise_conv2d uses fused
   multiply-adds, which moves about 0.2% of the truncated values by one level."""
+  acc, _ = _smooth_rows(image)
+  size = tf.shape(image)
+  return tf.reshape(acc, [size[0] - 2, size[1], 3])[:, :-2]
+
+
+def _smooth_rows(image):
+  """(smoothed, original), float32 [(H - 2) W 3] each: `smooth` of rows 1..H-2 over the full
+  width W, flattened (the last two columns of every row are wrapped-around garbage), and the
+  image's own values at the same places."""
   size = tf.shape(image)
   h, w = size[0], size[1]
   # On the flattened image the tap (dy, dx) of every output pixel is one contiguous slice
-  # (offset (dy W + dx) 3): cheap copies, unlike 3-d slices.  Rows are computed over the full
-  # width W (the last two columns of each are wrapped-around garbage, dropped at the end);
-  # 6 padding values keep the last slice inside the array.
+  # (offset (dy W + dx) 3): cheap copies, unlike 3-d slices.  6 padding values keep the last
+  # slice inside the array.
   x = tf.concat([tf.reshape(tf.cast(image, tf.float32), [-1]), tf.zeros([6], tf.float32)], 0)
   outer = x * tf.constant(_SMOOTH_WEIGHTS[0, 0])  # the eight outer taps share one weight
   n = (h - 2) * w * 3
+  original = x[(w + 1) * 3:(w + 1) * 3 + n]
   acc = None
   for dy in range(3):
     for dx in range(3):
       k = (dy * w + dx) * 3
       if (dy, dx) == (1, 1):
-        term = x[k:k + n] * tf.constant(_SMOOTH_WEIGHTS[1, 1])
+        term = original * tf.constant(_SMOOTH_WEIGHTS[1, 1])
       else:
         term = outer[k:k + n]
       acc = term if acc is None else acc + term
-  return tf.reshape(acc, [h - 2, w, 3])[:, :w - 2]
+  return acc, original
 
 
 def sharpness(image, factor):
@@ -344,9 +360,12 @@ def sharpness(image, factor):
   image = _as_uint8(image)
   if factor == 1.0:
     return image
-  degenerate = tf.cast(tf.cast(tf.clip_by_value(smooth(image), 0.0, 255.0), tf.uint8),
-                       tf.float32)
-  inner = _blend(degenerate, tf.cast(image[1:-1, 1:-1], tf.float32), factor)
+  smoothed, original = _smooth_rows(image)
+  # The smoothed values are in [0, 256) (non-negative weights summing to 1 + 3e-8): floor is
+  # the official clip and uint8 truncation, without leaving float32.
+  inner = _blend(tf.floor(smoothed), original, factor)
+  size = tf.shape(image)
+  inner = tf.reshape(inner, [size[0] - 2, size[1], 3])[:, :-2]
   middle = tf.concat([image[1:-1, :1], inner, image[1:-1, -1:]], axis=1)
   return tf.concat([image[:1], middle, image[-1:]], axis=0)
 

@@ -35,61 +35,68 @@ _HEADER_BYTES = 32
 _MAX_SIDE = 2 ** 31 - 1  # keeps height * width inside int64 whatever a header claims
 
 
-def _field_row(offset, size, big_endian=False):
-  """Weights [_HEADER_BYTES] that turn the header bytes into the unsigned integer of `size`
-  bytes at `offset` (a dot product)."""
-  row = np.zeros(_HEADER_BYTES, np.int64)
-  order = range(size - 1, -1, -1) if big_endian else range(size)
-  for k, i in enumerate(order):
-    row[offset + i] = 256 ** k
-  return row
-
-
-# The size fields of the header formats, read all at once as one product with the header bytes
-# (a few ops instead of hundreds: the header read runs inside the pipelines' per-image
-# error-catching dataset, whose function is instantiated for every image).
-_FIELDS = ('png_w', 'png_h', 'gif_w', 'gif_h', 'bmp_header', 'bmp_core_w', 'bmp_core_h',
-           'bmp_w', 'bmp_h', 'vp8_w', 'vp8_h', 'vp8l', 'vp8x_w', 'vp8x_h')
-_FIELD_WEIGHTS = np.stack([_field_row(*args) for args in (
-    (16, 4, True), (20, 4, True), (6, 2), (8, 2), (14, 4), (18, 2), (20, 2), (18, 4), (22, 4),
-    (26, 2), (28, 2), (21, 4), (24, 3), (27, 3))])
-# Signatures in the first 16 bytes (value, or -1 for any byte), one row per format below.
-_SIGNATURE_BYTES = 16
-
-
-def _signature_row(*parts):
-  row = np.full(_SIGNATURE_BYTES, -1, np.int64)
-  for offset, signature in parts:
-    row[offset:offset + len(signature)] = list(signature)
-  return row
-
-
+# The header formats: (signature parts (offset, bytes), width field, height field), the first
+# matching row wins.  A field: (offset, size, big-endian, signed, divisor, modulus, plus); its
+# value is ((unsigned int at offset) // divisor) % modulus + plus (abs of the int32 if signed).
+_ANY = 2 ** 40  # a modulus that changes nothing
 _WEBP = ((0, b'RIFF'), (8, b'WEBP'))
-_SIGNATURES = np.stack([_signature_row(*parts) for parts in (
-    [(0, b'\x89PNG\r\n\x1a\n')], [(0, b'GIF')], [(0, b'BM')],
-    _WEBP + ((12, b'VP8 '),), _WEBP + ((12, b'VP8L'),), _WEBP + ((12, b'VP8X'),))])
+_HEADER_FORMATS = (
+    (((0, b'\x89PNG\r\n\x1a\n'),), (16, 4, True, False, 1, _ANY, 0),
+     (20, 4, True, False, 1, _ANY, 0)),
+    (((0, b'GIF'),), (6, 2, False, False, 1, _ANY, 0), (8, 2, False, False, 1, _ANY, 0)),
+    # BITMAPCOREHEADER (header size 12): 16-bit sizes; other BMP headers: signed 32-bit ones
+    # (a negative height means top-down rows).
+    (((0, b'BM'), (14, b'\x0c\0\0\0')), (18, 2, False, False, 1, _ANY, 0),
+     (20, 2, False, False, 1, _ANY, 0)),
+    (((0, b'BM'),), (18, 4, False, True, 1, _ANY, 0), (22, 4, False, True, 1, _ANY, 0)),
+    # WebP lossy: 14-bit sizes in the frame; lossless: 14-bit sizes - 1 packed in 4 bytes;
+    # extended: 24-bit canvas sizes - 1.
+    (_WEBP + ((12, b'VP8 '),), (26, 2, False, False, 1, 16384, 0),
+     (28, 2, False, False, 1, 16384, 0)),
+    (_WEBP + ((12, b'VP8L'),), (21, 4, False, False, 1, 16384, 1),
+     (21, 4, False, False, 16384, 16384, 1)),
+    (_WEBP + ((12, b'VP8X'),), (24, 3, False, False, 1, _ANY, 1),
+     (27, 3, False, False, 1, _ANY, 1)),
+)
+
+
+def _header_tables():
+  """The numpy tables `_header_pixels` reads every format with at once: signature bytes
+  [F, 32] (-1: any byte), field weights [2F, 32] (widths, then heights) and per-field signed,
+  divisor, modulus and plus [2F]."""
+  signatures = np.full((len(_HEADER_FORMATS), _HEADER_BYTES), -1, np.int64)
+  fields = []
+  for row, (parts, width, height) in enumerate(_HEADER_FORMATS):
+    for offset, signature in parts:
+      signatures[row, offset:offset + len(signature)] = list(signature)
+  for offset, size, big_endian, signed, divisor, modulus, plus in (
+      [f[1] for f in _HEADER_FORMATS] + [f[2] for f in _HEADER_FORMATS]):
+    weights = np.zeros(_HEADER_BYTES, np.int64)
+    order = range(size - 1, -1, -1) if big_endian else range(size)
+    for k, i in enumerate(order):
+      weights[offset + i] = 256 ** k
+    fields.append((weights, signed, divisor, modulus, plus))
+  weights, signed, divisor, modulus, plus = (np.array(column) for column in zip(*fields))
+  return signatures, weights, signed, divisor, modulus, plus
+
+
+_SIGNATURES, _FIELD_WEIGHTS, _SIGNED, _DIVISOR, _MODULUS, _PLUS = _header_tables()
 
 
 def _header_pixels(b):
   """height * width of a PNG / GIF / BMP / WebP from its first _HEADER_BYTES bytes (int64
-  [_HEADER_BYTES]); -1 for any other format.  Pure arithmetic on the bytes: never raises."""
-  f = dict(zip(_FIELDS, tf.unstack(tf.reduce_sum(b[None, :] * _FIELD_WEIGHTS, axis=1))))
-  def int32(u):  # BMP sizes are signed (a negative height means top-down rows)
-    return tf.abs(tf.where(u >= 2 ** 31, u - 2 ** 32, u))
-  bmp_core = tf.equal(f['bmp_header'], 12)  # BITMAPCOREHEADER: 16-bit sizes
-  vp8l = f['vp8l']
-  widths = tf.stack([  # one per _SIGNATURES row
-      f['png_w'], f['gif_w'], tf.where(bmp_core, f['bmp_core_w'], int32(f['bmp_w'])),
-      f['vp8_w'] % 16384,  # lossy: 14-bit sizes in the frame
-      vp8l % 16384 + 1,  # lossless: 14-bit sizes - 1
-      f['vp8x_w'] + 1])  # extended: 24-bit canvas sizes - 1
-  heights = tf.stack([
-      f['png_h'], f['gif_h'], tf.where(bmp_core, f['bmp_core_h'], int32(f['bmp_h'])),
-      f['vp8_h'] % 16384, (vp8l // 16384) % 16384 + 1, f['vp8x_h'] + 1])
-  head = b[:_SIGNATURE_BYTES][None, :]
-  matches = tf.reduce_all((head == _SIGNATURES) | (_SIGNATURES < 0), axis=1)
-  areas = tf.minimum(widths, _MAX_SIDE) * tf.minimum(heights, _MAX_SIDE)
-  return tf.reduce_max(tf.where(matches, areas, -1))  # the formats exclude each other
+  [_HEADER_BYTES]); -1 for any other format.  Pure arithmetic on the bytes: never raises.
+
+  Every format is read at once from the tables above, in a few dozen graph nodes: the header
+  read runs inside the pipelines' per-image error-catching dataset, whose function is
+  instantiated (at a cost per node) for every image."""
+  u = tf.reduce_sum(b[None, :] * _FIELD_WEIGHTS, axis=1)
+  u = tf.where(_SIGNED & (u >= 2 ** 31), 2 ** 32 - u, u)  # abs of the int32
+  sides = tf.minimum((u // _DIVISOR) % _MODULUS + _PLUS, _MAX_SIDE)
+  areas = tf.reduce_prod(tf.reshape(sides, [2, len(_HEADER_FORMATS)]), axis=0)
+  matches = tf.reduce_all((b[None, :] == _SIGNATURES) | (_SIGNATURES < 0), axis=1)
+  first = tf.argmax(tf.cast(matches, tf.int32), output_type=tf.int32)
+  return tf.where(tf.reduce_any(matches), areas[first], tf.constant(-1, tf.int64))
 
 
 def is_jpeg(encoded):
@@ -203,15 +210,11 @@ def resize_float(image, size, convention):
   evaluated with; any other name is a `tf.image.resize` method (TF2: half-pixel centres; its
   'bicubic' has a = -0.5).
   """
-  # The kernels take uint8 as it is and compute in float32: no separate cast pass is needed.
-  if image.dtype not in (tf.uint8, tf.float32):
-    image = tf.cast(image, tf.float32)
+  image = tf.cast(image, tf.float32)
   if convention.resize_method == TF1_BICUBIC:
-    out = tf.raw_ops.ResizeBicubic(images=image[tf.newaxis], size=[size, size],
-                                   align_corners=False, half_pixel_centers=False)[0]
-  else:
-    out = tf.image.resize(image, [size, size], method=convention.resize_method, antialias=False)
-  return tf.cast(out, tf.float32)  # 'nearest' keeps the input dtype
+    return tf.raw_ops.ResizeBicubic(images=image[tf.newaxis], size=[size, size],
+                                    align_corners=False, half_pixel_centers=False)[0]
+  return tf.image.resize(image, [size, size], method=convention.resize_method, antialias=False)
 
 
 # Resize methods whose rounded result at the same size is the input itself (the kernel's
