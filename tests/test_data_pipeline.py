@@ -251,3 +251,25 @@ def test_unlabeled_folder_with_one_percent_corrupt_is_read_to_the_end(cifar10_sm
   for _ in train.take(4):  # one pass over the 200 files
     pass
   assert train.corrupt_counter.count >= 2
+
+
+def test_randaug_on_accelerator_leaves_uint8_crops_for_the_step():
+  """randaug_on='accelerator': small images come out as the plain R x R uint8 images (no
+  RandAugment, crop or flip: the step does them, batch_augment.make_batch_noise, then
+  normalises); large images as the training crop, uint8."""
+  from noisy_student_tf.data import batch_augment
+  s = sources.open_source('digits:test')
+  plain = {preprocessing.center_crop(preprocessing.decode(d['encoded'], None), 16, CONV,
+                                     small_image=True).numpy().tobytes() for d in s.dataset}
+  common = dict(batch_size=8, resolution=16, num_classes=10, convention=CONV, randaug_layers=2,
+                randaug_magnitude=27, seed=1)
+  images, _, _ = next(iter(pipeline.make_train_dataset(s, small_image=True,
+                                                       randaug_on='accelerator', **common)))
+  assert images.dtype == tf.uint8 and images.shape == (8, 16, 16, 3)
+  assert all(image.tobytes() in plain for image in images.numpy())
+  noise = batch_augment.make_batch_noise(2, 27, 16, CONV, small_image=True)
+  _check_range(noise(images, tf.constant([0, 1], tf.int64)))
+  large, _, _ = next(iter(pipeline.make_train_dataset(s, randaug_on='accelerator', **common)))
+  assert large.dtype == tf.uint8 and large.shape == (8, 16, 16, 3)
+  with pytest.raises(ValueError, match='randaug_on'):
+    pipeline.make_train_dataset(s, randaug_on='device', **common)

@@ -104,7 +104,10 @@ def test_resume_after_sigkill_reaches_exact_step_and_learning_rate(tmp_path):
   from noisy_student_tf.train.optim import LearningRate
   model_dir = tmp_path / 'run'
   env = {**os.environ, 'TF_CPP_MIN_LOG_LEVEL': '2'}
-  proc = subprocess.Popen(_train_cmd(model_dir, 60), cwd=REPO, env=env,
+  # With RandAugment on the accelerator (the batch noise of data/batch_augment.py): it trains,
+  # and its step-keyed draws survive the restart.
+  noise = ['--randaug_layers=2', '--randaug_magnitude=9', '--randaug_on=accelerator']
+  proc = subprocess.Popen(_train_cmd(model_dir, 60, noise), cwd=REPO, env=env,
                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
   ckpt_state = model_dir / 'ckpt' / 'checkpoint'
   deadline = time.time() + 120
@@ -114,7 +117,7 @@ def test_resume_after_sigkill_reaches_exact_step_and_learning_rate(tmp_path):
   proc.send_signal(signal.SIGKILL)
   proc.wait()
   assert ckpt_state.exists(), 'no checkpoint was written before the kill'
-  out = subprocess.run(_train_cmd(model_dir, 60), cwd=REPO, env=env, capture_output=True,
+  out = subprocess.run(_train_cmd(model_dir, 60, noise), cwd=REPO, env=env, capture_output=True,
                        text=True, timeout=300)
   assert out.returncode == 0, out.stderr[-3000:]
   result = json.loads((model_dir / 'train_result.json').read_text())
@@ -128,6 +131,7 @@ def test_resume_after_sigkill_reaches_exact_step_and_learning_rate(tmp_path):
     assert result['learning_rate'] == pytest.approx(schedule.value(60))
   log = _read_log(model_dir)
   assert [r['step'] for r in log] == list(range(5, 61, 5))
+  assert np.mean([r['loss'] for r in log[-3:]]) < log[0]['loss']
   for r in log:
     assert r['learning_rate'] == pytest.approx(schedule.value(r['step']), rel=1e-6)
 

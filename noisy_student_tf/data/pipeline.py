@@ -27,6 +27,7 @@ import numpy as np
 import tensorflow as tf
 
 from noisy_student_tf.data import augment as augment_lib
+from noisy_student_tf.data import batch_augment
 from noisy_student_tf.data import order
 from noisy_student_tf.data import preprocessing
 
@@ -201,7 +202,7 @@ def _pseudo_targets(target, num_classes, hard_label_smoothing):
 
 
 def _train_stream(source, rows, *, resolution, convention, small_image, augment, targets,
-                  shuffle_buffer, seed, skip_corrupt, counter, flip,
+                  shuffle_buffer, seed, skip_corrupt, counter, flip, on_host=True,
                   max_image_pixels=preprocessing.DEFAULT_MAX_IMAGE_PIXELS):
   """An endless, shuffled, augmented stream of (image float32 [rows, R, R, 3], target [rows, C])."""
   # A full permutation of the files or record chunks every epoch, then the element buffer: a
@@ -210,6 +211,9 @@ def _train_stream(source, rows, *, resolution, convention, small_image, augment,
   ds = _decode_stage(ds, source.spec, skip_corrupt, counter, max_image_pixels)
 
   def prepare(d):
+    if not on_host:  # the uint8 crop the train step augments (batch_augment.host_crop)
+      image = batch_augment.host_crop(d['image'], resolution, convention, small_image, flip)
+      return image, targets(d)
     image = preprocessing.train_crop(d['image'], resolution, convention, small_image,
                                      flip=flip, augment=augment)
     return preprocessing.normalize(image, convention), targets(d)
@@ -220,6 +224,7 @@ def _train_stream(source, rows, *, resolution, convention, small_image, augment,
 
 def make_train_dataset(labeled, *, batch_size, resolution, num_classes, convention,
                        small_image=False, randaug_layers=0, randaug_magnitude=0,
+                       randaug_on='host',
                        label_smoothing=0.1, pseudo=None, unlabeled_ratio=1.0, seed=None,
                        hard_pseudo_label_smoothing=0.0,
                        skip_corrupt=False, shuffle_buffer=DEFAULT_SHUFFLE_BUFFER,
@@ -233,6 +238,9 @@ def make_train_dataset(labeled, *, batch_size, resolution, num_classes, conventi
   shuffled, repeated and augmented on its own (RandAugment(randaug_layers, randaug_magnitude) on
   the official 0-10+ scale when randaug_layers > 0; see augment.py).  Rows are shuffled within the
   batch, so any split across replicas gets a mix.
+  randaug_on='accelerator' (with randaug_layers > 0): no RandAugment here, the images are the
+  uint8 crops batch_augment.host_crop leaves for the train step to augment and normalise
+  (batch_augment.make_batch_noise).
   Returns a dataset of tuples (images float32 [B+U, R, R, 3], targets float32 [B+U, C],
   weights float32 [B+U]) with weights 1/B on labeled rows and 1/U on pseudo rows: sum(weights * CE)
   over the batch = mean CE(labeled) + mean CE(pseudo).  Without pseudo: B rows, weights 1/B.
@@ -255,11 +263,17 @@ def make_train_dataset(labeled, *, batch_size, resolution, num_classes, conventi
     corrupt_counter = CorruptCounter()
   augment = augment_lib.make_randaugment(randaug_layers, randaug_magnitude, resolution,
                                          small_image=small_image)
+  if randaug_on not in ('host', 'accelerator'):
+    raise ValueError(f"randaug_on must be 'host' or 'accelerator', got {randaug_on!r}")
+  # The step augments: uint8 crops (batch_augment.host_crop), no RandAugment here.
+  on_host = augment is None or randaug_on == 'host'
+  augment = augment if on_host else None
   b = int(batch_size)
   seed2 = None if seed is None else seed + 1
   common = dict(resolution=int(resolution), convention=convention, small_image=small_image,
                 augment=augment, shuffle_buffer=int(shuffle_buffer), skip_corrupt=skip_corrupt,
-                counter=corrupt_counter, flip=flip, max_image_pixels=max_image_pixels)
+                counter=corrupt_counter, flip=flip, max_image_pixels=max_image_pixels,
+                on_host=on_host)
   labeled_ds = _train_stream(
       labeled, b, seed=seed,
       targets=lambda d: _one_hot_targets(d['label'], num_classes, label_smoothing, labeled.spec),

@@ -25,7 +25,7 @@ from noisy_student_tf import models
 from noisy_student_tf import progress as progress_lib
 from noisy_student_tf import settings
 from noisy_student_tf.settings import setting
-from noisy_student_tf.data import preprocessing
+from noisy_student_tf.data import batch_augment, preprocessing
 from noisy_student_tf.train import callbacks, losses, optim
 from noisy_student_tf.train import strategy as strategy_lib
 
@@ -33,6 +33,7 @@ log = logging.getLogger('noisy_student_tf.train')
 
 PRECISIONS = ('float32', 'mixed_bfloat16', 'mixed_float16')
 EPOCHS_OVER = ('labeled', 'pseudo')
+RANDAUG_ON = ('host', 'accelerator')
 CKPT_DIR = 'ckpt'
 RESULT_FILE = 'train_result.json'
 METRIC_KEYS = ('loss', 'weight_decay', 'loss_labeled', 'accuracy', 'weight_sum')
@@ -129,6 +130,12 @@ class TrainConfig:
   randaug_layers: int = setting(0, 'RandAugment: number of ops per image (0 = off).')
   randaug_magnitude: float = setting(0.0, 'RandAugment magnitude on the official scale (paper: '
                                      '27 for L2).')
+  randaug_on: str = setting(
+      'host', 'Where RandAugment runs: host = per image in the tf.data pipeline (CPU cores); '
+      'accelerator = on whole batches in the training step, after the batch is formed, each image '
+      'still drawing its own ops (data/batch_augment.py; the same ops, op choice and results): '
+      'for hosts with too few CPU cores per accelerator to keep it busy (another random stream '
+      'than host).', choices=RANDAUG_ON)
   pseudo_loss_weighting: str = setting(
       'per_image', 'How pseudo-labeled rows weigh: per_image = every row of the combined batch '
       'alike, lab_loss + (U/B) x unl_loss (the official code); per_stream = mean CE(labeled) + '
@@ -339,6 +346,7 @@ def _train_dataset_fn(config, data, convention, resolution, small_image, strateg
         data.labeled, batch_size=config.batch_size, resolution=resolution,
         num_classes=data.num_classes, convention=convention, small_image=small_image,
         randaug_layers=config.randaug_layers, randaug_magnitude=config.randaug_magnitude,
+        randaug_on=config.randaug_on,
         label_smoothing=config.label_smoothing, pseudo=data.pseudo,
         hard_pseudo_label_smoothing=config.hard_pseudo_label_smoothing(),
         unlabeled_ratio=config.unlabeled_ratio, seed=config.seed + first_step,
@@ -418,9 +426,12 @@ class _Run:
     self.checkpoint = tf.train.Checkpoint(model=self.model, optimizer=self.optimizer,
                                           ema=self.ema, step=self.step)
 
-  def train_chunk_fn(self):
-    """Returns a tf.function (iterator, n) -> summed metrics of n steps."""
+  def train_chunk_fn(self, convention=None):
+    """Returns a tf.function (iterator, n) -> summed metrics of n steps.  convention: the
+    model_dir.InputConvention the step normalises with when it augments (randaug_on=
+    'accelerator'; default InputConvention())."""
     config, model, optimizer = self.config, self.model, self.optimizer
+    noise = _step_noise(config, self.model_config, convention or model_dir_lib.InputConvention())
     strategy, replicas = self.strategy, self.replicas
     pseudo_rows = _rows_per_batch(config) - config.batch_size
     trainable = model.trainable_variables
@@ -450,6 +461,12 @@ class _Run:
       forward_backward = tf.function(forward_backward, jit_compile=True)
 
     def replica_step(images, targets, weights, *unused):
+      if noise is not None:
+        # Stateless draws keyed by (seed, step, replica): every replica and step its own, the
+        # same again after a resume.
+        replica = tf.distribute.get_replica_context().replica_id_in_sync_group
+        images = noise(images, tf.stack([tf.constant(config.seed, tf.int64),
+                                         self.step * replicas + tf.cast(replica, tf.int64)]))
       grads, metrics = forward_backward(images, targets, weights)
       optimizer.apply(grads, trainable)
       self.ema.update(self.step + 1)
@@ -472,6 +489,17 @@ class _Run:
     if which == 'ema':
       values.update(self.ema.values_by_path())
     return values
+
+
+def _step_noise(config, model_config, convention):
+  """The train step's batch RandAugment (batch_augment.make_batch_noise) when randaug_on=
+  'accelerator' and randaug_layers > 0, else None; 'mask' selection on TPUs (static shapes)."""
+  if config.randaug_on != 'accelerator' or not config.randaug_layers:
+    return None
+  return batch_augment.make_batch_noise(
+      config.randaug_layers, config.randaug_magnitude, model_config.resolution, convention,
+      small_image=model_config.small_image, flip=config.flip,
+      selection='mask' if config.strategy == 'tpu' else 'gather')
 
 
 def _effective_config(config, data, num_steps, schedule, strategy):
@@ -588,7 +616,7 @@ def train(config: TrainConfig) -> dict:
         config, data, convention, model_config.resolution, model_config.small_image, strategy,
         first_step))
     iterator = iter(dist_ds)
-    train_chunk = run.train_chunk_fn()
+    train_chunk = run.train_chunk_fn(convention)
     step = first_step
     window = {'t': time.time(), 'steps': 0, 'sums': None}
     while step < num_steps:
