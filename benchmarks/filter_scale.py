@@ -326,6 +326,10 @@ def main():
                f'ours at most {GOAL_MB:,} MB: {"yes" if ours[2] <= GOAL_MB else "NO"} '
                f'({ours[2]:.0f} MB, TensorFlow included); seconds include starting Python and '
                'TensorFlow']
+  if a.sink == 'devnull':
+    lines += ['', 'Output sink devnull: each output shard is written by a real tf.io.TFRecordWriter '
+              'on /dev/null (an empty file stands in for the shard); every pass, the selection '
+              'and every copy run as with --sink=disk, only the output does not reach the disk.']
   if why and not a.skip_naive:
     lines += ['', why]
   print('\n' + '\n'.join(lines))
