@@ -3,6 +3,7 @@ with 2 worker processes on loopback follow the single-device loss curve; the str
 
 import json
 import os
+import re
 import pathlib
 import socket
 import subprocess
@@ -106,6 +107,9 @@ def runs(tmp_path_factory):
   for p, out in zip(procs, outputs):
     assert p.returncode == 0, out[-4000:]
   dirs['exact'] = json.loads(outputs[2].split('RESULT')[-1])
+  # 'worker I decoded N training images for S steps of R rows': single device, then the workers.
+  dirs['decoded'] = [int(re.findall(r'decoded (\d+) training images', out)[-1])
+                     for i, out in enumerate(outputs) if i in (0, 3, 4)]
   return dirs
 
 
@@ -133,6 +137,14 @@ def test_multi_worker_two_processes_follows_single_device_curve(runs):
   assert model_dir_lib.is_complete(runs['multi_worker'])
   assert not [p for p in os.listdir(os.path.join(runs['multi_worker'], 'ckpt'))
               if p.startswith('.worker')]
+
+
+def test_multi_worker_each_worker_decodes_half_the_images(runs):
+  # The run's images: STEPS global batches of 32 rows. Each worker decodes its 16 rows of each
+  # and nothing beyond the last step; one device decodes every row (plus tf.data's read-ahead).
+  single, *workers = runs['decoded']
+  assert single >= STEPS * 32
+  assert workers == [STEPS * 16, STEPS * 16], runs['decoded']
 
 
 def test_strategy_factory(monkeypatch):
@@ -175,3 +187,47 @@ def test_per_replica_batch_must_divide():
   assert strategy_lib.per_replica_batch(64, TwoReplicas()) == 32
   with pytest.raises(ValueError, match='not divisible by the 2 replicas'):
     strategy_lib.per_replica_batch(33, TwoReplicas())
+
+
+def test_input_pipeline_shards_partition_every_global_batch(tmp_path):
+  """Each of 2 input pipelines decodes only its half of every global batch; together they hold
+  the rows one device's batch holds, in its order, with its per-row weights."""
+  import tensorflow as tf
+  from noisy_student_tf.data import order, pipeline, records, sources
+  from noisy_student_tf.model_dir import InputConvention
+  rng = np.random.RandomState(0)
+  probs = rng.dirichlet(np.ones(10), size=24).astype(np.float32)  # distinct soft targets
+  with records.PseudoLabelWriter(tmp_path, prefix='pl') as w:
+    w.write_batch([tf.io.encode_png(im).numpy()
+                   for im in rng.randint(0, 256, (24, 8, 8, 3)).astype(np.uint8)],
+                  [f'u{i}' for i in range(24)], probs)
+  for i, im in enumerate(rng.randint(0, 256, (30, 8, 8, 3)).astype(np.uint8)):  # files on disk
+    (tmp_path / 'folder' / f'c{i % 10}').mkdir(parents=True, exist_ok=True)
+    (tmp_path / 'folder' / f'c{i % 10}' / f'{i}.png').write_bytes(tf.io.encode_png(im).numpy())
+  labeled = sources.open_source(f'folder:{tmp_path}/folder')
+  pseudo = sources.open_source(f'pseudo:{tmp_path}/pl-*.tfrecord')
+  b, u, seed, steps = 4, 6, 7, 3
+  kwargs = dict(batch_size=b, resolution=16, num_classes=10, convention=InputConvention(),
+                pseudo=pseudo, unlabeled_ratio=u / b, seed=seed, label_smoothing=0.1)
+  counters = [pipeline.DecodeCounter() for _ in range(2)]
+  shards = [[[t.numpy() for t in batch] for batch in pipeline.make_train_dataset(
+      labeled, num_shards=2, shard_index=i, decode_counter=counters[i], num_batches=steps,
+      **kwargs)] for i in range(2)]
+  single = [batch[2].numpy() for batch in pipeline.make_train_dataset(labeled, **kwargs).take(steps)]
+  # The reference: consecutive elements of the seeded streams, labeled then pseudo, shuffled by
+  # (seed, batch index).
+  labels = [int(d['label']) for d in order.shuffled_stream(labeled, seed).take(steps * b)]
+  targets = [d['target'].numpy() for d in order.shuffled_stream(pseudo, seed + 1).take(steps * u)]
+  for k in range(steps):
+    images, got_targets, weights = (np.concatenate([shard[k][j] for shard in shards])
+                                    for j in range(3))
+    assert images.shape == (b + u, 16, 16, 3) and shards[0][k][0].shape[0] == (b + u) // 2
+    np.testing.assert_array_equal(weights, single[k])
+    rows = np.concatenate([np.eye(10)[labels[k * b:(k + 1) * b]] * 0.9 + 0.01,
+                           targets[k * u:(k + 1) * u]])
+    perm = tf.random.experimental.stateless_shuffle(tf.range(b + u), seed=[seed, k]).numpy()
+    np.testing.assert_allclose(got_targets, rows[perm], rtol=1e-6)
+  assert [len(shard) for shard in shards] == [steps, steps]
+  assert [counter.count for counter in counters] == [steps * (b + u) // 2] * 2
+  with pytest.raises(ValueError, match='skip_corrupt'):
+    pipeline.make_train_dataset(labeled, num_shards=2, shard_index=0, skip_corrupt=True, **kwargs)

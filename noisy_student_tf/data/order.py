@@ -42,21 +42,24 @@ def _permutation(n, seed, epoch):
                                                   seed=_seed_pair(seed, epoch))
 
 
-def _file_epochs(files: sources_lib.FileList, seed):
+def _file_epochs(files: sources_lib.FileList, seed, read_files=True):
   labels = tf.constant(files.labels, tf.int64)
   ids = tf.constant(list(files.ids) or [''], tf.string)
   n = len(files.ids)
   if files.encoded is not None:
     encoded = tf.constant(list(files.encoded), tf.string)
-    read = lambda i: encoded[i]
+    make = lambda i: sources_lib.element(encoded[i], labels[i], ids[i])
+  elif read_files:
+    paths = tf.constant(list(files.paths), tf.string)
+    make = lambda i: sources_lib.element(tf.io.read_file(paths[i]), labels[i], ids[i])
   else:
     paths = tf.constant(list(files.paths), tf.string)
-    read = lambda i: tf.io.read_file(paths[i])
+    make = lambda i: {**sources_lib.element(tf.constant(b''), labels[i], ids[i]),
+                      'path': paths[i]}
 
   def epoch(e):
     return tf.data.Dataset.from_tensor_slices(_permutation(n, seed, e)).map(
-        lambda i: sources_lib.element(read(i), labels[i], ids[i]),
-        num_parallel_calls=_AUTOTUNE, deterministic=True)
+        make, num_parallel_calls=_AUTOTUNE, deterministic=True)
   return epoch
 
 
@@ -125,18 +128,21 @@ def _record_epochs(plan: sources_lib.RecordPlan, seed, cycle_length):
   return epoch
 
 
-def shuffled_stream(source, seed=None, shuffle_buffer=10000, cycle_length=CYCLE_LENGTH):
+def shuffled_stream(source, seed=None, shuffle_buffer=10000, cycle_length=CYCLE_LENGTH,
+                    read_files=True):
   """An endless stream of the source's elements, reshuffled every epoch (see the module doc).
 
   source: a sources.Source.  seed: int (None: a random one).  shuffle_buffer: elements of the
-  final buffer.  cycle_length: parallel record readers.  Returns a tf.data.Dataset of element
-  dicts (as Source.dataset yields), deterministic for a given seed.
+  final buffer.  cycle_length: parallel record readers.  read_files=False: elements of a source of
+  files on disk carry the file's 'path' and an empty 'encoded' (read it later, for the elements
+  kept), in the same order.  Returns a tf.data.Dataset of element dicts (as Source.dataset
+  yields), deterministic for a given seed.
   """
   if seed is None:
     seed = int(np.random.randint(0, 2 ** 31 - 1))
   seed = int(seed)
   if source.files is not None:
-    epoch = _file_epochs(source.files, seed)
+    epoch = _file_epochs(source.files, seed, read_files)
   elif source.records is not None:
     epoch = _record_epochs(source.records, seed, cycle_length)
   else:

@@ -79,6 +79,25 @@ class CorruptCounter:
     return np.int64(0)
 
 
+class DecodeCounter:
+  """Counts the images a training pipeline decodes (`count`; read after or while iterating): the
+  measure of an input pipeline's share of the work (make_train_dataset's num_shards).  Counted by
+  a CPU variable inside tf.data, so it works under any distribution strategy; the count includes
+  the images decoded ahead into tf.data's buffers."""
+
+  def __init__(self):
+    with tf.init_scope(), tf.device('/cpu:0'):
+      self._decoded = tf.Variable(0, dtype=tf.int64, trainable=False, name='decoded_images')
+
+  @property
+  def count(self) -> int:
+    """Number of images decoded (or attempted) so far."""
+    return int(self._decoded.numpy())
+
+  def _increment(self):
+    return self._decoded.assign_add(1)
+
+
 # _try_decode's status.
 OK, CORRUPT, TOO_LARGE = 0, 1, 2
 
@@ -108,14 +127,21 @@ def _try_decode(encoded, max_image_pixels=preprocessing.DEFAULT_MAX_IMAGE_PIXELS
 
 
 def _decode_stage(ds, spec, skip_corrupt, counter,
-                  max_image_pixels=preprocessing.DEFAULT_MAX_IMAGE_PIXELS):
+                  max_image_pixels=preprocessing.DEFAULT_MAX_IMAGE_PIXELS, decode_counter=None):
   """Maps element dicts to dicts with a decoded 'image', handling corrupt and too large images
-  (see module doc)."""
+  (see module doc).  Elements with a 'spec' entry name that source in errors instead of `spec`.
+  decode_counter: optional DecodeCounter counting every image decoded."""
   if max_image_pixels is not None and int(max_image_pixels) < 0:
     raise ValueError(f'max_image_pixels must be >= 0 (0: no limit), got {max_image_pixels!r}')
+  default_spec = spec
 
   def decode(d):
-    image, status, pixels = _try_decode(d['encoded'], max_image_pixels)
+    spec = d.get('spec', default_spec)
+    encoded = d['encoded']
+    if decode_counter is not None:
+      with tf.control_dependencies([decode_counter._increment()]):
+        encoded = tf.identity(encoded)
+    image, status, pixels = _try_decode(encoded, max_image_pixels)
     ok = tf.equal(status, OK)
     if skip_corrupt:
       def report():
@@ -201,25 +227,99 @@ def _pseudo_targets(target, num_classes, hard_label_smoothing):
   return tf.where(is_hard, smoothed, target)
 
 
+def _train_image(image, *, resolution, convention, small_image, augment, flip, on_host=True):
+  """A decoded uint8 image -> the normalised, cropped, flipped and augmented training input;
+  on_host=False: the uint8 crop the train step augments (batch_augment.host_crop)."""
+  if not on_host:
+    return batch_augment.host_crop(image, resolution, convention, small_image, flip)
+  image = preprocessing.train_crop(image, resolution, convention, small_image, flip=flip,
+                                   augment=augment)
+  return preprocessing.normalize(image, convention)
+
+
 def _train_stream(source, rows, *, resolution, convention, small_image, augment, targets,
                   shuffle_buffer, seed, skip_corrupt, counter, flip, on_host=True,
-                  max_image_pixels=preprocessing.DEFAULT_MAX_IMAGE_PIXELS):
+                  max_image_pixels=preprocessing.DEFAULT_MAX_IMAGE_PIXELS, decode_counter=None):
   """An endless, shuffled, augmented stream of (image float32 [rows, R, R, 3], target [rows, C])."""
   # A full permutation of the files or record chunks every epoch, then the element buffer: a
   # buffer alone over a class-ordered source trains a few classes per batch (data/order.py).
   ds = order.shuffled_stream(source, seed=seed, shuffle_buffer=shuffle_buffer)
-  ds = _decode_stage(ds, source.spec, skip_corrupt, counter, max_image_pixels)
+  ds = _decode_stage(ds, source.spec, skip_corrupt, counter, max_image_pixels, decode_counter)
 
   def prepare(d):
-    if not on_host:  # the uint8 crop the train step augments (batch_augment.host_crop)
-      image = batch_augment.host_crop(d['image'], resolution, convention, small_image, flip)
-      return image, targets(d)
-    image = preprocessing.train_crop(d['image'], resolution, convention, small_image,
-                                     flip=flip, augment=augment)
-    return preprocessing.normalize(image, convention), targets(d)
+    image = _train_image(d['image'], resolution=resolution, convention=convention,
+                         small_image=small_image, augment=augment, flip=flip, on_host=on_host)
+    return image, targets(d)
 
   ds = ds.map(prepare, num_parallel_calls=_AUTOTUNE, deterministic=False)
   return ds.batch(rows, drop_remainder=True)
+
+
+def _row_order(seed, index, rows):
+  """The in-batch shuffle of global batch `index`: int32 [rows], keyed by (seed, index), so that
+  every input pipeline of a multi-worker run permutes global batch `index` alike."""
+  return tf.random.experimental.stateless_shuffle(
+      tf.range(rows), seed=tf.stack([tf.cast(seed or 0, tf.int64), index]))
+
+
+def _undecoded_batches(source, rows, *, seed, shuffle_buffer, targets):
+  """Global batches of `rows` unread or undecoded elements of the shuffled stream (the same
+  elements, in the same order, as _train_stream decodes): dicts of 'encoded' (empty for a file
+  on disk), 'path' (the file to read; empty for in-memory bytes and records), 'source_id', 'spec'
+  [rows] and 'target' [rows, C]."""
+  spec = tf.constant(source.spec)
+  ds = order.shuffled_stream(source, seed=seed, shuffle_buffer=shuffle_buffer, read_files=False)
+  ds = ds.map(lambda d: {'encoded': d['encoded'], 'path': d.get('path', tf.constant('')),
+                         'source_id': d['source_id'], 'spec': spec, 'target': targets(d)},
+              num_parallel_calls=_AUTOTUNE, deterministic=True)
+  return ds.batch(rows, drop_remainder=True)
+
+
+def _read_file(d):
+  """An _undecoded_batches row with its file read into 'encoded' (rows without a path as they
+  are)."""
+  encoded = tf.cond(tf.equal(d['path'], ''), lambda: d['encoded'],
+                    lambda: tf.io.read_file(d['path']))
+  return {**d, 'encoded': encoded}
+
+
+def _sharded_batches(labeled_rows, pseudo_rows, b, u, *, seed, num_shards, shard_index,
+                     image_fn, max_image_pixels, decode_counter, num_batches=None):
+  """This input pipeline's share of every global batch, decoded and augmented alone.
+
+  labeled_rows / pseudo_rows (None: labeled only): _undecoded_batches of b / u rows.  The global
+  batch is formed and shuffled (_row_order) on unread, undecoded elements exactly as
+  make_train_dataset forms it from decoded ones; its rows [shard_index * S, (shard_index + 1) *
+  S), S = (b + u) / num_shards, are then read (files), decoded, augmented (image_fn) and batched
+  in order, so the shards of one global batch partition it.  num_batches: only the first global batches, none decoded beyond.
+  Returns batches (images [S, ...], targets [S, C], weights [S]).
+  """
+  share = (b + u) // num_shards
+  first = shard_index * share
+
+  def keep(rows, weights, order=None):
+    rows = {**rows, 'weight': weights}
+    if order is not None:
+      rows = {k: tf.gather(v, order) for k, v in rows.items()}
+    return {k: v[first:first + share] for k, v in rows.items()}
+
+  if pseudo_rows is None:
+    ds = labeled_rows.map(lambda rows: keep(rows, tf.fill([b], 1.0 / b)))
+  else:
+    def mix(index, batches):
+      lab, pse = batches
+      rows = {k: tf.concat([lab[k], pse[k]], 0) for k in lab}
+      weights = tf.concat([tf.fill([b], 1.0 / b), tf.fill([u], 1.0 / u)], 0)
+      return keep(rows, weights, _row_order(seed, index, b + u))
+    ds = tf.data.Dataset.zip((labeled_rows, pseudo_rows)).enumerate().map(mix)
+  if num_batches is not None:
+    ds = ds.take(int(num_batches))
+  ds = ds.unbatch().map(_read_file, num_parallel_calls=_AUTOTUNE, deterministic=True)
+  ds = _decode_stage(ds, None, False, None, max_image_pixels, decode_counter)
+  # In order: a row must stay in its global batch (its weight is that batch's 1/B or 1/U).
+  ds = ds.map(lambda d: (image_fn(d['image']), d['target'], d['weight']),
+              num_parallel_calls=_AUTOTUNE, deterministic=True)
+  return ds.batch(share, drop_remainder=True).prefetch(_AUTOTUNE)
 
 
 def make_train_dataset(labeled, *, batch_size, resolution, num_classes, convention,
@@ -229,7 +329,9 @@ def make_train_dataset(labeled, *, batch_size, resolution, num_classes, conventi
                        hard_pseudo_label_smoothing=0.0,
                        skip_corrupt=False, shuffle_buffer=DEFAULT_SHUFFLE_BUFFER,
                        corrupt_counter=None, flip=True,
-                       max_image_pixels=preprocessing.DEFAULT_MAX_IMAGE_PIXELS) -> tf.data.Dataset:
+                       max_image_pixels=preprocessing.DEFAULT_MAX_IMAGE_PIXELS,
+                       num_shards=1, shard_index=0, decode_counter=None,
+                       num_batches=None) -> tf.data.Dataset:
   """The student's pipeline: endless batches of (images, targets, weights).
 
   labeled: Source with labels; pseudo: optional Source of pseudo-label records (its 'target'
@@ -245,6 +347,13 @@ def make_train_dataset(labeled, *, batch_size, resolution, num_classes, conventi
   weights float32 [B+U]) with weights 1/B on labeled rows and 1/U on pseudo rows: sum(weights * CE)
   over the batch = mean CE(labeled) + mean CE(pseudo).  Without pseudo: B rows, weights 1/B.
   flip=False turns off the horizontal flip (digits, SVHN).  max_image_pixels: see the module doc.
+  num_shards > 1 (multi-worker input pipelines, with a seed): the batches hold only this shard's
+  rows of every global batch, rows [shard_index * S, (shard_index + 1) * S) with S = (B+U) /
+  num_shards, and only those images are read (files), decoded and augmented; the other rows are
+  never decoded (records of them are read, files not).  The shards of one seed partition the global batches exactly.  Not with skip_corrupt
+  (a skipped image would shift every later row of one shard only).  decode_counter: optional
+  DecodeCounter of the images decoded.  num_batches: a finite dataset of that many batches
+  (None: endless); with num_shards > 1 no image beyond them is decoded.
   """
   _check_positive(batch_size=batch_size, resolution=resolution, num_classes=num_classes,
                   shuffle_buffer=shuffle_buffer)
@@ -259,6 +368,13 @@ def make_train_dataset(labeled, *, batch_size, resolution, num_classes, conventi
     if pseudo.num_classes is not None and pseudo.num_classes != num_classes:
       raise ValueError(f'pseudo-label records {pseudo.spec!r} have {pseudo.num_classes} classes, '
                        f'the model has num_classes={num_classes}')
+  num_shards, shard_index = int(num_shards), int(shard_index)
+  if num_shards < 1 or not 0 <= shard_index < num_shards:
+    raise ValueError(f'shard_index must be in [0, num_shards), num_shards >= 1; got shard_index='
+                     f'{shard_index!r}, num_shards={num_shards!r}')
+  if num_shards > 1 and (seed is None or skip_corrupt):
+    raise ValueError(f'num_shards={num_shards} needs a seed (every shard must draw the same '
+                     f'order; got {seed!r}) and skip_corrupt=False (got {skip_corrupt!r})')
   if skip_corrupt and corrupt_counter is None:
     corrupt_counter = CorruptCounter()
   augment = augment_lib.make_randaugment(randaug_layers, randaug_magnitude, resolution,
@@ -273,17 +389,35 @@ def make_train_dataset(labeled, *, batch_size, resolution, num_classes, conventi
   common = dict(resolution=int(resolution), convention=convention, small_image=small_image,
                 augment=augment, shuffle_buffer=int(shuffle_buffer), skip_corrupt=skip_corrupt,
                 counter=corrupt_counter, flip=flip, max_image_pixels=max_image_pixels,
-                on_host=on_host)
+                decode_counter=decode_counter, on_host=on_host)
+  u = max(1, int(round(unlabeled_ratio * b))) if pseudo is not None else 0
+  if (b + u) % num_shards:
+    raise ValueError(f'a global batch of {b + u} rows does not split into num_shards={num_shards}')
+  if num_shards > 1:
+    undecoded = dict(shuffle_buffer=int(shuffle_buffer))
+    labeled_rows = _undecoded_batches(
+        labeled, b, seed=seed, **undecoded,
+        targets=lambda d: _one_hot_targets(d['label'], num_classes, label_smoothing, labeled.spec))
+    pseudo_rows = None if pseudo is None else _undecoded_batches(
+        pseudo, u, seed=seed2, **undecoded,
+        targets=lambda d: _pseudo_targets(d['target'], num_classes, hard_pseudo_label_smoothing))
+    image_fn = lambda image: _train_image(image, resolution=int(resolution), convention=convention,
+                                          small_image=small_image, augment=augment, flip=flip,
+                                          on_host=on_host)
+    return _sharded_batches(labeled_rows, pseudo_rows, b, u, seed=seed, num_shards=num_shards,
+                            shard_index=shard_index, image_fn=image_fn,
+                            max_image_pixels=max_image_pixels, decode_counter=decode_counter,
+                            num_batches=num_batches)
   labeled_ds = _train_stream(
       labeled, b, seed=seed,
       targets=lambda d: _one_hot_targets(d['label'], num_classes, label_smoothing, labeled.spec),
       **common)
   if pseudo is None:
-    ds = labeled_ds.map(lambda x, y: (x, y, tf.fill([b], 1.0 / b))).prefetch(_AUTOTUNE)
+    ds = labeled_ds.map(lambda x, y: (x, y, tf.fill([b], 1.0 / b)))
+    ds = (ds if num_batches is None else ds.take(int(num_batches))).prefetch(_AUTOTUNE)
     ds.corrupt_counter = corrupt_counter
     return ds
 
-  u = max(1, int(round(unlabeled_ratio * b)))
   pseudo_ds = _train_stream(pseudo, u, seed=seed2,
                             targets=lambda d: _pseudo_targets(d['target'], num_classes,
                                                               hard_pseudo_label_smoothing),
@@ -294,14 +428,11 @@ def make_train_dataset(labeled, *, batch_size, resolution, num_classes, conventi
     images = tf.concat([lab[0], pse[0]], 0)
     targets = tf.concat([lab[1], pse[1]], 0)
     weights = tf.concat([tf.fill([b], 1.0 / b), tf.fill([u], 1.0 / u)], 0)
-    # Keyed by (seed, batch index): every worker of a multi-worker run permutes its copy of the
-    # global batch alike, so the replicas' slices partition it.
-    order = tf.random.experimental.stateless_shuffle(
-        tf.range(b + u), seed=tf.stack([tf.cast(seed or 0, tf.int64), index]))
+    order = _row_order(seed, index, b + u)
     return tf.gather(images, order), tf.gather(targets, order), tf.gather(weights, order)
 
   ds = tf.data.Dataset.zip((labeled_ds, pseudo_ds)).enumerate().map(
       mix, num_parallel_calls=_AUTOTUNE)
-  ds = ds.prefetch(_AUTOTUNE)
+  ds = (ds if num_batches is None else ds.take(int(num_batches))).prefetch(_AUTOTUNE)
   ds.corrupt_counter = corrupt_counter
   return ds

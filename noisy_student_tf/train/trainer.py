@@ -330,18 +330,27 @@ def _rows_per_batch(config):
   return config.batch_size + int(round(config.unlabeled_ratio * config.batch_size))
 
 
-def _train_dataset_fn(config, data, convention, resolution, small_image, strategy, first_step):
+def _train_dataset_fn(config, data, convention, resolution, small_image, strategy, first_step,
+                      num_steps=None, decode_counter=None):
   """Returns the function distribute_datasets_from_function calls once per worker.
 
-  Every worker builds the same global batches (same seed) and keeps the slices of its own replicas,
-  so N replicas see exactly the examples one device would, and the per-example weights (1/B of
-  the global batch) make the summed replica losses the global mean.
+  Every input pipeline draws the same global batches (same seed) and keeps the slices of its own
+  replicas, so N replicas see exactly the examples one device would, and the per-example weights
+  (1/B of the global batch) make the summed replica losses the global mean.  With several input
+  pipelines (multi-worker) each one decodes and augments only its own share of every global batch
+  (pipeline.make_train_dataset's num_shards); with skip_corrupt, whose skipped images would shift
+  one pipeline's rows only, each decodes the whole batch and keeps its slices.  Sharded
+  pipelines stop after the run's last step (num_steps, if given): nothing beyond it is decoded.
+  decode_counter: optional pipeline.DecodeCounter of this process' decoded images.
   """
   from noisy_student_tf.data import pipeline
   rows = _rows_per_batch(config)
   replicas = strategy.num_replicas_in_sync
 
   def dataset_fn(input_context):
+    pipelines = input_context.num_input_pipelines
+    shards = pipelines if pipelines > 1 and not config.skip_corrupt else 1
+    num_batches = num_steps - first_step if shards > 1 and num_steps else None
     ds = pipeline.make_train_dataset(
         data.labeled, batch_size=config.batch_size, resolution=resolution,
         num_classes=data.num_classes, convention=convention, small_image=small_image,
@@ -350,14 +359,19 @@ def _train_dataset_fn(config, data, convention, resolution, small_image, strateg
         label_smoothing=config.label_smoothing, pseudo=data.pseudo,
         hard_pseudo_label_smoothing=config.hard_pseudo_label_smoothing(),
         unlabeled_ratio=config.unlabeled_ratio, seed=config.seed + first_step,
-        flip=config.flip, skip_corrupt=config.skip_corrupt, max_image_pixels=config.max_image_pixels)
-    if replicas == 1:
-      return ds
-    local = replicas // input_context.num_input_pipelines
-    first = input_context.input_pipeline_id * local
+        flip=config.flip, skip_corrupt=config.skip_corrupt, max_image_pixels=config.max_image_pixels,
+        num_shards=shards, shard_index=input_context.input_pipeline_id if shards > 1 else 0,
+        decode_counter=decode_counter, num_batches=num_batches)
+    local = replicas // pipelines
+    if local == replicas // shards:  # the batches are this pipeline's replicas' rows already
+      if local == 1:
+        return ds
+      first, slices = 0, local
+    else:
+      first, slices = input_context.input_pipeline_id * local, replicas
 
     def split(*tensors):
-      parts = tuple(tf.reshape(t, tf.concat([[replicas, rows // replicas], tf.shape(t)[1:]], 0))
+      parts = tuple(tf.reshape(t, tf.concat([[slices, rows // replicas], tf.shape(t)[1:]], 0))
                     [first:first + local] for t in tensors)
       return tf.data.Dataset.from_tensor_slices(parts)
     return ds.flat_map(split).prefetch(tf.data.AUTOTUNE)
@@ -611,10 +625,12 @@ def train(config: TrainConfig) -> dict:
   result = {'step': first_step, 'resumed_from': resumed_from}
   start = time.time()
   plain, predict_fn = None, None
+  from noisy_student_tf.data import pipeline
+  decode_counter = pipeline.DecodeCounter()
   if first_step < num_steps:
     dist_ds = strategy.distribute_datasets_from_function(_train_dataset_fn(
         config, data, convention, model_config.resolution, model_config.small_image, strategy,
-        first_step))
+        first_step, num_steps=num_steps, decode_counter=decode_counter))
     iterator = iter(dist_ds)
     train_chunk = run.train_chunk_fn(convention)
     step = first_step
@@ -659,6 +675,11 @@ def train(config: TrainConfig) -> dict:
     result['step'] = step
   seconds = time.time() - start
   result['seconds'] = seconds
+  # This process' input work: 1/N of the run's rows on each of N workers (one device and
+  # skip_corrupt runs also count what tf.data read ahead).
+  log.info('worker %d decoded %d training images for %d steps of %d rows',
+           strategy_lib.worker_index(strategy), decode_counter.count, result['step'] - first_step,
+           rows)
   result['images_per_second'] = (result['step'] - first_step) * rows / max(seconds, 1e-9)
 
   if chief:
