@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+import types
 
 import numpy as np
 import pytest
@@ -152,6 +153,48 @@ def test_records_are_make_example_serialized_in_key_order(num_classes, top_k, la
                               teacher='b0:/teacher:ema', generation=generation)
     ex.features.feature['pseudo/confidence'].float_list.value[0] = float(want_confidence[i])
     assert record == ex.SerializeToString(deterministic=True)
+
+
+@pytest.mark.parametrize('small_image,max_image_pixels', [(False, 1000), (True, 0)])
+def test_labeling_batches_are_make_eval_datasets_batches(small_image, max_image_pixels):
+  from noisy_student_tf.data import pipeline  # pylint: disable=g-import-not-at-top
+  rng = np.random.default_rng(0)
+
+  def image(h, w):
+    return rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+
+  encoded = []  # JPEGs and PNGs of several sizes; corrupt and (with the limit) too large ones
+  for i in range(26):
+    h, w = [(12, 12), (20, 31), (33, 17), (16, 16)][i % 4]
+    encoded.append(tf.io.encode_jpeg(image(h, w)).numpy() if i % 3 else
+                   tf.io.encode_png(image(h, w)).numpy())
+  for i in (5, 9, 10, 11, 12, 25):  # one batch (8-11, of 4) wholly bad; the last image bad
+    encoded[i] = b'\xff\xd8\xff not a jpeg' if i % 2 else b'\x89PNG\r\n\x1a\n broken'
+  encoded[17] = tf.io.encode_jpeg(image(40, 30)).numpy()  # 1200 pixels
+  encoded[20] = tf.io.encode_png(image(30, 40)).numpy()
+  ids = [f'img{i}'.encode() for i in range(len(encoded))]
+  source = sources.Source(tf.data.Dataset.from_tensor_slices(
+      {'encoded': encoded, 'source_id': ids, 'label': np.arange(len(ids), dtype=np.int64)}),
+      None, None, len(ids), 'test:')
+  convention = model_dir_lib.InputConvention()
+  config = label_lib.LabelConfig(model_dir='m', unlabeled='u', output_dir='o', batch_size=4,
+                                 max_image_pixels=max_image_pixels)
+  model_config = types.SimpleNamespace(  # what the input pipeline reads of a ModelDirConfig
+      input=convention, model=types.SimpleNamespace(small_image=small_image))
+  got_counter, want_counter = pipeline.CorruptCounter(), pipeline.CorruptCounter()
+  got = list(label_lib.labeling_dataset(source, config, model_config, 16, got_counter))
+  want = list(pipeline.make_eval_dataset(
+      source, batch_size=4, resolution=16, convention=convention, small_image=small_image,
+      keep_encoded=True, skip_corrupt=True, corrupt_counter=want_counter,
+      max_image_pixels=max_image_pixels))
+  assert [len(b['label']) for b in got] == [len(b['label']) for b in want]
+  for g, w in zip(got, want):
+    assert sorted(g) == sorted(w)
+    for key in w:
+      np.testing.assert_array_equal(g[key].numpy(), w[key].numpy())
+  assert (got_counter.count, got_counter.too_large) == (want_counter.count, want_counter.too_large)
+  assert (want_counter.count, want_counter.too_large) == ((8, 2) if max_image_pixels else (6, 0))
+  assert sorted(got_counter.source_ids) == sorted(want_counter.source_ids)
 
 
 def test_workers_by_shard_and_rerun_skips_done_shards(teacher, tmp_path):
