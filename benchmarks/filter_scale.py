@@ -6,9 +6,11 @@ then runs, each in its own process so that its peak memory is its own (this proc
 TensorFlow and holds no record: a child's peak RSS also counts its parent's at the spawn):
   ours   the `ns-filter` binary (streaming passes; memory grows with neither K nor the records);
   naive  the peer: every record read into memory, sorted per class, written out (skipped, with
-         a note, when its estimated memory does not fit in 60% of the available memory).
+         a note, when its estimated memory does not fit in 60% of the available memory);
+  previous  with --previous=REV: ns-filter's filter.py of git revision REV (16e599d: the
+         candidate pool of up to 2 x classes x K entries), its stats checked against ours.
 Prints a table: seconds, CPU seconds, records per second and per CPU-second, peak RSS (MB), and
-the ratios ours / naive.  Goal: ours at most 1.5 GB (TensorFlow included) at the paper's scale.
+the ratios ours / each peer.  Goal: ours at most 1.5 GB (TensorFlow included) at the paper's scale.
 Each filter's output shards are deleted as soon as it has run.
 
 --sink=devnull, for outputs that do not fit on the disk (at K = 130,000 and 1000 classes they are
@@ -146,6 +148,19 @@ def _filter_child(sink, argv):
   filter_cli.run()
 
 
+def _previous_child(module_path, sink, input_dir, output_dir, threshold, per_class):
+  """Runs the filter_records of an earlier revision's selftrain/filter.py (at `module_path`,
+  importing today's package for everything else) through `sink`."""
+  import importlib.util  # pylint: disable=g-import-not-at-top
+  use_sink(sink, output_dir)
+  spec = importlib.util.spec_from_file_location('previous_filter', module_path)
+  previous = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(previous)
+  previous.filter_records(previous.FilterConfig(
+      input=input_dir, output_dir=output_dir, threshold=threshold, per_class=per_class,
+      num_shards=16, progress='none'))
+
+
 def naive_filter(input_dir, output_dir, threshold, per_class, sink='disk'):
   """The peer: holds every record in memory, then sorts per class (what a simple script does)."""
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
@@ -220,17 +235,17 @@ def _remove_shards(folder):
 
 
 def table(rows, num_records):
-  """The markdown table (a list of lines) of (name, seconds, CPU seconds, peak MB) rows, with
-  the ratio ours / naive when both ran."""
+  """The markdown table (a list of lines) of (name, seconds, CPU seconds, peak MB) rows, ours
+  first, with the ratio ours / each other row."""
   lines = ['| filter | seconds | CPU s | records/s | records per CPU-s | peak RSS (MB) |',
            '|---|---|---|---|---|---|']
   for name, s, cpu, mb in rows:
     lines.append(f'| {name} | {s:.1f} | {cpu:.1f} | {num_records / s:,.0f} | '
                  f'{num_records / cpu:,.0f} | {mb:,.0f} |')
-  if len(rows) == 2:
-    (_, s0, c0, m0), (_, s1, c1, m1) = rows
-    lines.append(f'| ratio ours/naive | {s0 / s1:.2f} | {c0 / c1:.2f} | {s1 / s0:.2f} | '
-                 f'{c1 / c0:.2f} | {m0 / m1:.2f} |')
+  _, s0, c0, m0 = rows[0]
+  for name, s1, c1, m1 in rows[1:]:
+    lines.append(f'| ratio ours / {name.split(" (")[0]} | {s0 / s1:.2f} | {c0 / c1:.2f} | '
+                 f'{s1 / s0:.2f} | {c1 / c0:.2f} | {m0 / m1:.2f} |')
   return lines
 
 
@@ -266,6 +281,10 @@ def main():
                  help='also write the table as filter_scale-<records>-K<per_class>-<sink>.json '
                  'and .md here (e.g. benchmarks/results)')
   p.add_argument('--skip_naive', action='store_true')
+  p.add_argument('--previous', default=None, metavar='REV',
+                 help='also run ns-filter as it was at git revision REV (its '
+                 'selftrain/filter.py on today\'s package), e.g. 16e599d: the candidate pool')
+  p.add_argument('--previous_child', nargs=3, help=argparse.SUPPRESS)
   p.add_argument('--naive_child', nargs=2, help=argparse.SUPPRESS)
   p.add_argument('--write_child', help=argparse.SUPPRESS)
   a = p.parse_args()
@@ -274,6 +293,10 @@ def main():
     return
   if a.write_child:
     write_synthetic(a.write_child, a.records, a.classes, a.files)
+    return
+  if a.previous_child:
+    _previous_child(*a.previous_child[:1], a.sink, *a.previous_child[1:], a.threshold,
+                    a.per_class)
     return
   # This process never imports TensorFlow nor holds the records: a child's ru_maxrss also
   # counts the memory of the process it was spawned from.
@@ -305,6 +328,24 @@ def main():
     stats = json.load(f)
   _remove_shards(ours_dir)
   rows = [(f'ours (ns-filter, streaming; output: {a.sink})',) + ours]
+  if a.previous:
+    module = os.path.join(work, f'filter_{a.previous}.py')
+    with open(module, 'wb') as f:
+      f.write(subprocess.run(['git', 'show', f'{a.previous}:noisy_student_tf/selftrain/filter.py'],
+                             check=True, capture_output=True,
+                             cwd=os.path.dirname(os.path.abspath(__file__))).stdout)
+    previous_dir = os.path.join(work, 'previous')
+    rows.append((f'previous ns-filter ({a.previous}, candidate pool; output: {a.sink})',) +
+                _run_child([sys.executable, __file__, f'--threshold={a.threshold}',
+                            f'--per_class={a.per_class}', f'--sink={a.sink}', '--previous_child',
+                            module, inp, previous_dir]))
+    with open(os.path.join(previous_dir, 'stats.json')) as f:
+      previous_stats = json.load(f)
+    _remove_shards(previous_dir)
+    for key in ('class_counts_unique_kept', 'class_counts_output', 'confidence_histogram',
+                'shard_sizes'):
+      if previous_stats[key] != stats[key]:
+        raise SystemExit(f'the previous filter\'s {key} differs from ours')
   fits, why = naive_fits(a.records, size_mb)
   if not a.skip_naive and fits:
     naive_dir = os.path.join(work, 'naive')
