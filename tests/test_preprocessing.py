@@ -179,10 +179,10 @@ def test_resize_shortcuts_keep_the_kernels_result(method):
     np.testing.assert_array_equal(dynamic(tf.constant(image)).numpy(), want)
 
 
-def test_normalize_with_width_rows_is_the_per_channel_formula():
+def test_normalize_with_laid_out_constants_is_the_per_channel_formula():
   rng = np.random.RandomState(3)
   mean, std = np.array(CONV.mean, np.float32), np.array(CONV.std, np.float32)
-  for shape in ((3,), (7, 3), (5, 9, 3), (2, 4, 6, 3)):
+  for shape in ((3,), (7, 3), (5, 9, 3), (2, 4, 6, 3), (224, 224, 3), (330, 320, 3)):
     x = rng.randint(0, 256, shape).astype(np.uint8)
     got = preprocessing.normalize(x, CONV).numpy()
     assert got.shape == shape and got.dtype == np.float32

@@ -247,18 +247,30 @@ def _resize(image, size, convention):
   return tf.cond(same, lambda: tf.identity(image), resized)
 
 
+# Largest static height x width for which normalize's constants cover the whole image (two
+# float32 [H, W, 3] arrays: 1.2 MB at 224 px); larger images get [W, 3] rows, so that graphs and
+# SavedModels of large resolutions do not carry megabytes of constants.
+_FULL_NORMALIZE_MAX_PIXELS = 320 * 320
+
+
 def normalize(image_0_255, convention):
   """Takes RGB pixels on the 0-255 scale (any dtype, [..., 3]); returns float32
   (x - mean) / std with the convention's per-channel mean and std."""
   x = tf.cast(image_0_255, tf.float32)
-  # mean and std repeated over the width when it is static ([W, 3]): the same values, but
-  # TensorFlow broadcasts a [3] vector with an index computation per element (3x slower).
+  # The same per-channel values laid out as far as the static shape allows: [H, W, 3] (an
+  # elementwise op, no broadcasting), else [W, 3]; TensorFlow broadcasts a [3] vector with an
+  # index computation per element (3x slower than [W, 3], which is 1.2x slower than [H, W, 3]).
   mean = np.asarray(convention.mean, np.float32)
   std = np.asarray(convention.std, np.float32)
-  width = x.shape[-2] if x.shape.rank is not None and x.shape.rank >= 2 else None
-  if width:
-    mean, std = np.tile(mean, [width, 1]), np.tile(std, [width, 1])
-  return (x - tf.constant(mean)) / tf.constant(std)
+  shape = x.shape.as_list() if x.shape.rank is not None else []
+  if len(shape) >= 3 and shape[-3] and shape[-2] and (
+      shape[-3] * shape[-2] <= _FULL_NORMALIZE_MAX_PIXELS):
+    reps = [shape[-3], shape[-2], 1]
+  elif len(shape) >= 2 and shape[-2]:
+    reps = [shape[-2], 1]
+  else:
+    reps = [1]
+  return (x - tf.constant(np.tile(mean, reps))) / tf.constant(np.tile(std, reps))
 
 
 def center_crop_window(height, width, resolution, convention):
