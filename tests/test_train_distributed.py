@@ -213,19 +213,18 @@ def test_input_pipeline_shards_partition_every_global_batch(tmp_path):
   shards = [[[t.numpy() for t in batch] for batch in pipeline.make_train_dataset(
       labeled, num_shards=2, shard_index=i, decode_counter=counters[i], num_batches=steps,
       **kwargs)] for i in range(2)]
-  single = [batch[2].numpy() for batch in pipeline.make_train_dataset(labeled, **kwargs).take(steps)]
-  # The reference: consecutive elements of the seeded streams, labeled then pseudo, shuffled by
-  # (seed, batch index).
+  # The reference, one device's batches: consecutive elements of the seeded streams, labeled then
+  # pseudo, shuffled by (seed, batch index).
   labels = [int(d['label']) for d in order.shuffled_stream(labeled, seed).take(steps * b)]
   targets = [d['target'].numpy() for d in order.shuffled_stream(pseudo, seed + 1).take(steps * u)]
   for k in range(steps):
     images, got_targets, weights = (np.concatenate([shard[k][j] for shard in shards])
                                     for j in range(3))
     assert images.shape == (b + u, 16, 16, 3) and shards[0][k][0].shape[0] == (b + u) // 2
-    np.testing.assert_array_equal(weights, single[k])
     rows = np.concatenate([np.eye(10)[labels[k * b:(k + 1) * b]] * 0.9 + 0.01,
                            targets[k * u:(k + 1) * u]])
     perm = tf.random.experimental.stateless_shuffle(tf.range(b + u), seed=[seed, k]).numpy()
+    np.testing.assert_array_equal(weights, np.float32([1 / b] * b + [1 / u] * u)[perm])
     np.testing.assert_allclose(got_targets, rows[perm], rtol=1e-6)
   assert [len(shard) for shard in shards] == [steps, steps]
   assert [counter.count for counter in counters] == [steps * (b + u) // 2] * 2
