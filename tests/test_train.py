@@ -110,7 +110,7 @@ def test_resume_after_sigkill_reaches_exact_step_and_learning_rate(tmp_path):
   proc = subprocess.Popen(_train_cmd(model_dir, 60, noise), cwd=REPO, env=env,
                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
   ckpt_state = model_dir / 'ckpt' / 'checkpoint'
-  deadline = time.time() + 120
+  deadline = time.time() + 300  # start-up alone takes over a minute on a loaded 2-core machine
   while not ckpt_state.exists() and time.time() < deadline and proc.poll() is None:
     time.sleep(0.2)
   time.sleep(np.random.default_rng().uniform(0, 2))

@@ -113,6 +113,10 @@ def _try_decode(encoded, max_image_pixels=preprocessing.DEFAULT_MAX_IMAGE_PIXELS
   limit = int(max_image_pixels or 0)
   empty = tf.zeros([1, 1, 3], tf.uint8)
 
+  # The map functions of this module are traced as written (no AutoGraph): they have no
+  # tensor-dependent Python control flow, and AutoGraph's source transformation of them and of
+  # everything they call (preprocessing, RandAugment) costs seconds of CPU in every process.
+  @tf.autograph.experimental.do_not_convert
   def attempt_fn(e):
     if not limit:
       return preprocessing.decode(e, None), tf.constant(OK), tf.constant(-1, tf.int64)
@@ -135,6 +139,7 @@ def _decode_stage(ds, spec, skip_corrupt, counter,
     raise ValueError(f'max_image_pixels must be >= 0 (0: no limit), got {max_image_pixels!r}')
   default_spec = spec
 
+  @tf.autograph.experimental.do_not_convert
   def decode(d):
     spec = d.get('spec', default_spec)
     encoded = d['encoded']
@@ -184,6 +189,7 @@ def make_eval_dataset(source, *, batch_size, resolution, convention, small_image
   ds = _decode_stage(source.dataset, source.spec, skip_corrupt, corrupt_counter,
                      max_image_pixels)
 
+  @tf.autograph.experimental.do_not_convert
   def prepare(d):
     image = preprocessing.center_crop(d['image'], resolution, convention, small_image)
     if image_transform is not None:
@@ -246,6 +252,7 @@ def _train_stream(source, rows, *, resolution, convention, small_image, augment,
   ds = order.shuffled_stream(source, seed=seed, shuffle_buffer=shuffle_buffer)
   ds = _decode_stage(ds, source.spec, skip_corrupt, counter, max_image_pixels, decode_counter)
 
+  @tf.autograph.experimental.do_not_convert
   def prepare(d):
     image = _train_image(d['image'], resolution=resolution, convention=convention,
                          small_image=small_image, augment=augment, flip=flip, on_host=on_host)
@@ -317,8 +324,9 @@ def _sharded_batches(labeled_rows, pseudo_rows, b, u, *, seed, num_shards, shard
   ds = ds.unbatch().map(_read_file, num_parallel_calls=_AUTOTUNE, deterministic=True)
   ds = _decode_stage(ds, None, False, None, max_image_pixels, decode_counter)
   # In order: a row must stay in its global batch (its weight is that batch's 1/B or 1/U).
-  ds = ds.map(lambda d: (image_fn(d['image']), d['target'], d['weight']),
-              num_parallel_calls=_AUTOTUNE, deterministic=True)
+  ds = ds.map(tf.autograph.experimental.do_not_convert(
+      lambda d: (image_fn(d['image']), d['target'], d['weight'])),
+      num_parallel_calls=_AUTOTUNE, deterministic=True)
   return ds.batch(share, drop_remainder=True).prefetch(_AUTOTUNE)
 
 
@@ -423,6 +431,7 @@ def make_train_dataset(labeled, *, batch_size, resolution, num_classes, conventi
                                                               hard_pseudo_label_smoothing),
                             **common)
 
+  @tf.autograph.experimental.do_not_convert
   def mix(index, batches):
     lab, pse = batches
     images = tf.concat([lab[0], pse[0]], 0)

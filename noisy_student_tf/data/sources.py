@@ -229,6 +229,7 @@ def _tfrecord_parser(label_offset):
       'image/filename': tf.io.FixedLenFeature([], tf.string, default_value=''),
   }
 
+  @tf.autograph.experimental.do_not_convert
   def parse(f, i, record):
     ex = tf.io.parse_single_example(record, features)
     key = tf.strings.join([tf.strings.split(f, '/')[-1], tf.strings.as_string(i)], ':')
@@ -313,6 +314,7 @@ def _open_tfds(spec, arg, *, data_dir, num_shards, shard_index, **_):
     # tfds.even_splits gives the first (total % n) shards one extra example.
     num_examples = total // num_shards + (1 if shard_index < total % num_shards else 0)
 
+  @tf.autograph.experimental.do_not_convert
   def to_element(ex):
     label = ex['label'] if label_feature is not None else tf.constant(-1, tf.int64)
     sid = ex['id'] if 'id' in ex and ex['id'].dtype == tf.string else ex['tfds_id']

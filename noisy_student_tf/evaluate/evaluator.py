@@ -23,7 +23,7 @@ def _batches(dataset):
 
 def make_predict_fn(model, jit_compile=False):
   """Returns a tf.function images [N, H, W, 3] -> float32 logits, in inference mode."""
-  @tf.function(reduce_retracing=True, jit_compile=jit_compile)
+  @tf.function(reduce_retracing=True, jit_compile=jit_compile, autograph=False)
   def predict(images):
     return tf.cast(model(images, training=False), tf.float32)
   return predict

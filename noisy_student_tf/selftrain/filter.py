@@ -98,6 +98,7 @@ def _read_batches(files, batch, keep_serialized=False):
   features = {LABEL_KEY: tf.io.FixedLenFeature([], tf.int64),
               CONFIDENCE_KEY: tf.io.FixedLenFeature([], tf.float32)}
 
+  @tf.autograph.experimental.do_not_convert
   def parse(serialized):
     parsed = tf.io.parse_example(serialized, features)
     out = (parsed[LABEL_KEY], parsed[CONFIDENCE_KEY])

@@ -181,7 +181,7 @@ def finetune(config: FixResConfig) -> dict:
   loss_fn = keras.losses.CategoricalCrossentropy(from_logits=True,
                                                  label_smoothing=config.label_smoothing)
 
-  @tf.function
+  @tf.function(autograph=False)
   def step(images, labels):
     with tf.GradientTape() as tape:
       logits = model(images, training=True)

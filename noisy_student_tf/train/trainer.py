@@ -486,14 +486,18 @@ class _Run:
       self.ema.update(self.step + 1)
       return metrics
 
-    @tf.function
+    # An explicit while_loop instead of AutoGraph: converting the step (the model, optimizer and
+    # EMA code) costs seconds of CPU at every trace.
+    @tf.function(autograph=False)
     def train_chunk(iterator, n):
-      sums = tuple(tf.constant(0.0) for _ in METRIC_KEYS)
-      for _ in tf.range(n):
+      def body(i, sums):
         per_replica = strategy.run(replica_step, args=next(iterator))
-        self.step.assign_add(1)
-        sums = tuple(s + strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica[k], axis=None)
-                     for s, k in zip(sums, METRIC_KEYS))
+        with tf.control_dependencies([self.step.assign_add(1)]):
+          sums = tuple(s + strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica[k], axis=None)
+                       for s, k in zip(sums, METRIC_KEYS))
+        return i + 1, sums
+      sums = tuple(tf.constant(0.0) for _ in METRIC_KEYS)
+      _, sums = tf.while_loop(lambda i, sums: i < n, body, (tf.constant(0, n.dtype), sums))
       return dict(zip(METRIC_KEYS, sums))
     return train_chunk
 
