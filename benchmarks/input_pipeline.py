@@ -55,6 +55,8 @@ flags.DEFINE_integer('batch_size', 64, 'Batch size of every pipeline.')
 flags.DEFINE_integer('large_source_px', 256, 'Side of the upscaled JPEGs for the 224 px rows.')
 flags.DEFINE_string('output_dir', None, 'Where to write input_pipeline.{json,md}; none: print only.')
 flags.DEFINE_list('rows', [], 'Only these row names (default: all).')
+flags.DEFINE_integer('warmup_batches', 3, 'Untimed batches of every dataset before the rounds '
+                     '(after the shuffle buffer is full: tf.data.AUTOTUNE settles meanwhile).')
 flags.DEFINE_integer('rounds', 3, 'Rounds per row (and variant), alternating; each lasts '
                      '--seconds / --rounds.')
 flags.DEFINE_string('baseline', None, 'A git revision whose data/augment.py and '
@@ -174,7 +176,7 @@ def _one_round(it, batch_size, seconds):
   return n / wall, n / max(cpu, 1e-9)
 
 
-def measure(factories, batch_size, seconds, rounds, warmup_batches=3):
+def measure(factories, batch_size, seconds, rounds, warmup_batches):
   """Iterates every dataset of `factories` (variant -> dataset factory) for about
   seconds / rounds per round, the variants alternating round by round after warm-up batches.
   Returns variant -> list of (images per wall-clock second, images per CPU-second of this
@@ -276,7 +278,7 @@ def op_cases(code, encoded, decoded, crops):
   return cases
 
 
-def op_table(codes, encoded_files, batch_size, seconds, rounds):
+def op_table(codes, encoded_files, batch_size, seconds, rounds, warmup_batches):
   """CPU-ms per image of every op_cases stage, for every Code in `codes`: each stage a map
   over in-memory inputs, batched; every stage but the last two returns one pixel of its result
   (so that only the op is timed, not batching its output)."""
@@ -300,7 +302,7 @@ def op_table(codes, encoded_files, batch_size, seconds, rounds):
                     deterministic=False).batch(batch_size)
     rounds_by = measure({code.name: lambda c=cases: factory(c)
                          for code, cases in zip(codes, per_code)},
-                        batch_size, seconds, rounds)
+                        batch_size, seconds, rounds, warmup_batches)
     row = {'stage': stage}
     for code in codes:
       cpu = [r[1] for r in rounds_by[code.name]]
@@ -350,7 +352,7 @@ def main(argv):
       continue
     variants = codes[:1] if name.startswith('peer_') else codes
     rounds = measure({code.name: lambda c=code: factory(c) for code in variants},
-                     FLAGS.batch_size, FLAGS.seconds, FLAGS.rounds)
+                     FLAGS.batch_size, FLAGS.seconds, FLAGS.rounds, FLAGS.warmup_batches)
     row = {'name': name, 'px': px, 'what': what}
     for code, key in zip(variants, ('new', 'previous')):
       row[key] = summarize(rounds[code.name], cores)
@@ -365,13 +367,15 @@ def main(argv):
   ops, ops_table = None, None
   if FLAGS.op_table:
     files = sorted(os.path.join(root, f) for root, _, names in os.walk(large_dir) for f in names)
-    ops = op_table(codes, files[:200], FLAGS.batch_size, FLAGS.seconds, FLAGS.rounds)
+    ops = op_table(codes, files[:200], FLAGS.batch_size, FLAGS.seconds, FLAGS.rounds,
+                   FLAGS.warmup_batches)
     ops_load = (load[1], os.getloadavg()[0])
     ops_table = op_markdown(ops, codes, ops_load)
     print(ops_table)
   if FLAGS.output_dir:
     common = {'cores': cores, 'baseline': FLAGS.baseline, 'rounds': FLAGS.rounds,
-              'seconds': FLAGS.seconds}
+              'seconds': FLAGS.seconds, 'warmup_batches': FLAGS.warmup_batches,
+              'command': ' '.join(sys.argv)}
     atomic_write_text(os.path.join(FLAGS.output_dir, 'input_pipeline.json'),
                       json.dumps({**common, 'load_average': load, 'rows': results}, indent=2))
     atomic_write_text(os.path.join(FLAGS.output_dir, 'input_pipeline.md'), table)
