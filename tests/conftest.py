@@ -37,6 +37,22 @@ CIFAR10_TAR = pathlib.Path(os.environ.get(
 TINY = dict(width=0.25, depth=0.25, resolution=32, small_image=True)
 
 
+def first_train_jpegs(count):
+  """The JPEG bytes of the first `count` training images of the CIFAR-10 archive, in archive
+  order (fails the test when the archive is missing)."""
+  if not CIFAR10_TAR.exists():
+    pytest.fail(f'{CIFAR10_TAR} not found; set NS_CIFAR10_TAR to cifar10-jpeg.tar.gz')
+  found = []
+  with tarfile.open(CIFAR10_TAR) as tar:
+    for member in tar:
+      parts = member.name.split('/')
+      if member.isfile() and len(parts) >= 3 and parts[-3] == 'train':
+        found.append(tar.extractfile(member).read())
+        if len(found) == count:
+          break
+  return found
+
+
 def _extract(tmp_path_factory, name, per_split):
   """Extracts from the archive the first `per_split[split]` images of each class of each split."""
   if not CIFAR10_TAR.exists():

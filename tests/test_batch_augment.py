@@ -2,13 +2,12 @@
 augment.py's per-image op, and the batch policy draws the per-image pipeline's op distribution,
 each image independently."""
 
-import tarfile
 
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from conftest import CIFAR10_TAR
+from conftest import first_train_jpegs
 from noisy_student_tf.data import augment
 from noisy_student_tf.data import batch_augment as ba
 from noisy_student_tf import model_dir as model_dir_lib
@@ -19,17 +18,7 @@ BRANCHES = ba.branches()
 @pytest.fixture(scope='module')
 def real_images():
   """uint8 [6, 32, 32, 3]: the first six real CIFAR-10 train images of the archive."""
-  if not CIFAR10_TAR.exists():
-    pytest.fail(f'{CIFAR10_TAR} not found; set NS_CIFAR10_TAR to cifar10-jpeg.tar.gz')
-  found = []
-  with tarfile.open(CIFAR10_TAR) as tar:
-    for member in tar:
-      parts = member.name.split('/')
-      if member.isfile() and len(parts) >= 3 and parts[-3] == 'train':
-        found.append(tf.io.decode_jpeg(tar.extractfile(member).read(), channels=3).numpy())
-        if len(found) == 6:
-          break
-  return np.stack(found)
+  return np.stack([tf.io.decode_jpeg(jpeg, channels=3).numpy() for jpeg in first_train_jpegs(6)])
 
 
 def _per_image(images, branch, centers, level, **consts):

@@ -3,14 +3,13 @@
 [W, 3] constants.  On real CIFAR-10 JPEGs upscaled and re-encoded the ways images come."""
 
 import io
-import tarfile
 
 import numpy as np
 import pytest
 import tensorflow as tf
 from PIL import Image
 
-from conftest import CIFAR10_TAR
+from conftest import first_train_jpegs
 from noisy_student_tf.data import preprocessing
 from noisy_student_tf.model_dir import RESIZE_METHODS, InputConvention
 
@@ -20,16 +19,7 @@ CONV = InputConvention()
 @pytest.fixture(scope='module')
 def upscaled():
   """Three real CIFAR-10 train images upscaled (bicubic) to 256 x 256, 256 x 301, 203 x 256."""
-  if not CIFAR10_TAR.exists():
-    pytest.fail(f'{CIFAR10_TAR} not found; set NS_CIFAR10_TAR to cifar10-jpeg.tar.gz')
-  images = []
-  with tarfile.open(CIFAR10_TAR) as tar:
-    for member in tar:
-      parts = member.name.split('/')
-      if member.isfile() and len(parts) >= 3 and parts[-3] == 'train':
-        images.append(tf.io.decode_jpeg(tar.extractfile(member).read(), channels=3))
-        if len(images) == 3:
-          break
+  images = [tf.io.decode_jpeg(jpeg, channels=3) for jpeg in first_train_jpegs(3)]
   out = []
   for image, size in zip(images, ((256, 256), (256, 301), (203, 256))):
     big = tf.image.resize(tf.cast(image, tf.float32), size, 'bicubic')
