@@ -196,7 +196,9 @@ def equalize(image):
   lut = (tf.cumsum(hist, axis=1) + safe // 2) // safe
   lut = tf.clip_by_value(tf.concat([tf.zeros([3, 1], tf.int32), lut[:, :-1]], axis=1), 0, 255)
   lut = tf.where((step == 0)[:, None], tf.range(256)[None, :], lut)
-  return tf.gather(tf.reshape(tf.cast(lut, tf.uint8), [768]), index)
+  # GatherNd with one-element index rows: the same lookup, ~0.6x the CPU of GatherV2 per
+  # element (whose CPU kernel copies every 1-byte slice with a bounds check and memcpy).
+  return tf.gather_nd(tf.reshape(tf.cast(lut, tf.uint8), [768]), index[..., None])
 
 
 def invert(image):
@@ -385,7 +387,8 @@ def _transform(image, transform):
     source = _sampling_map(tuple(float(np.float32(t)) for t in transform), height, width)
     pixels = tf.concat([tf.reshape(image, [height * width, 3]),
                         tf.fill([1, 3], tf.constant(FILL, tf.uint8))], axis=0)
-    return tf.gather(pixels, tf.constant(source))
+    # GatherNd of whole pixel rows (index [H, W, 1]): cheaper per pixel than GatherV2.
+    return tf.gather_nd(pixels, tf.constant(source[..., None]))
   out = tf.raw_ops.ImageProjectiveTransformV3(
       images=image[None], transforms=tf.reshape(tf.cast(transform, tf.float32), [1, 8]),
       output_shape=tf.shape(image)[:2], fill_value=tf.constant(float(FILL), tf.float32),
