@@ -61,6 +61,8 @@ flags.DEFINE_integer('rounds', 3, 'Rounds per row (and variant), alternating; ea
                      '--seconds / --rounds.')
 flags.DEFINE_string('baseline', None, 'A git revision whose data/augment.py and '
                     'data/preprocessing.py are measured beside today\'s (none: today\'s only).')
+flags.DEFINE_bool('baseline_pipeline', False, 'With --baseline: its data/pipeline.py too '
+                  '(the pipelines\' structure, e.g. how decode errors are caught), not today\'s.')
 flags.DEFINE_bool('op_table', False, 'Also measure every stage and RandAugment op alone.')
 FLAGS = flags.FLAGS
 
@@ -119,15 +121,19 @@ def _load_module(name, path):
   return module
 
 
-def load_baseline(revision):
+def _revision_text(revision, name):
+  return subprocess.run(['git', '-C', REPO, 'show', f'{revision}:noisy_student_tf/data/{name}.py'],
+                        check=True, capture_output=True, text=True).stdout
+
+
+def load_baseline(revision, with_pipeline=False):
   """Code with data/augment.py and data/preprocessing.py as they are at git `revision`, and
-  today's data/pipeline.py importing those two (so only their changes are compared)."""
+  today's data/pipeline.py importing those two (so only their changes are compared), or with
+  with_pipeline the revision's data/pipeline.py too."""
   folder = tempfile.mkdtemp(prefix='ns-baseline-')
   loaded = {}
   for name in ('preprocessing', 'augment'):
-    text = subprocess.run(['git', '-C', REPO, 'show',
-                           f'{revision}:noisy_student_tf/data/{name}.py'],
-                          check=True, capture_output=True, text=True).stdout
+    text = _revision_text(revision, name)
     path = os.path.join(folder, f'{name}.py')
     with open(path, 'w') as f:
       f.write(text)
@@ -139,7 +145,12 @@ def load_baseline(revision):
     for name, module in loaded.items():
       sys.modules[f'noisy_student_tf.data.{name}'] = module
       setattr(package, name, module)
-    baseline_pipeline = _load_module('ns_baseline_pipeline', pipeline.__file__)
+    pipeline_path = pipeline.__file__
+    if with_pipeline:
+      pipeline_path = os.path.join(folder, 'pipeline.py')
+      with open(pipeline_path, 'w') as f:
+        f.write(_revision_text(revision, 'pipeline'))
+    baseline_pipeline = _load_module('ns_baseline_pipeline', pipeline_path)
   finally:
     for name, (module, attribute) in saved.items():
       sys.modules[f'noisy_student_tf.data.{name}'] = module
@@ -345,7 +356,7 @@ def main(argv):
   small = cached(sources.open_source(f'folder:{small_dir}'))
   codes = [Code('new', augment, pipeline, preprocessing)]
   if FLAGS.baseline:
-    codes.append(load_baseline(FLAGS.baseline))
+    codes.append(load_baseline(FLAGS.baseline, FLAGS.baseline_pipeline))
   results = []
   for name, px, what, factory in build_rows(large, small, FLAGS.batch_size):
     if FLAGS.rows and name not in FLAGS.rows:
@@ -373,7 +384,8 @@ def main(argv):
     ops_table = op_markdown(ops, codes, ops_load)
     print(ops_table)
   if FLAGS.output_dir:
-    common = {'cores': cores, 'baseline': FLAGS.baseline, 'rounds': FLAGS.rounds,
+    common = {'cores': cores, 'baseline': FLAGS.baseline,
+              'baseline_pipeline': FLAGS.baseline_pipeline, 'rounds': FLAGS.rounds,
               'seconds': FLAGS.seconds, 'warmup_batches': FLAGS.warmup_batches,
               'command': ' '.join(sys.argv)}
     atomic_write_text(os.path.join(FLAGS.output_dir, 'input_pipeline.json'),

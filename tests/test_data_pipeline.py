@@ -234,10 +234,22 @@ def test_unlabeled_folder_with_one_percent_corrupt_is_read_to_the_end(cifar10_sm
   counter = pipeline.CorruptCounter()
   ds = pipeline.make_eval_dataset(s, batch_size=32, resolution=32, convention=CONV,
                                   small_image=True, skip_corrupt=True, corrupt_counter=counter)
-  ids = [i.decode() for b in ds.as_numpy_iterator() for i in b['source_id']]
+  batches = list(ds.as_numpy_iterator())
+  ids = [i.decode() for b in batches for i in b['source_id']]
   assert counter.count == 2 and ds.corrupt_counter is counter
   assert sorted(counter.source_ids) == sorted(broken)
   assert len(ids) == 198 and not set(ids) & set(broken)
+  # whole batches after the skipped images (the images are decoded in chunks)
+  assert [len(b['source_id']) for b in batches] == [32] * 6 + [6]
+  # batches larger than a decode chunk: the same images in the same order, still whole batches
+  big = list(pipeline.make_eval_dataset(
+      s, batch_size=100, resolution=32, convention=CONV, small_image=True, skip_corrupt=True,
+      keep_encoded=True).as_numpy_iterator())
+  assert pipeline.EVAL_CHUNK < 100
+  assert [len(b['source_id']) for b in big] == [100, 98]
+  assert [i.decode() for b in big for i in b['source_id']] == ids
+  np.testing.assert_array_equal(np.concatenate([b['image'] for b in big]),
+                                np.concatenate([b['image'] for b in batches]))
   # labeled, without skip_corrupt: the run fails naming the file
   labeled = sources.open_source(f'folder:{folder}')
   ds = pipeline.make_eval_dataset(labeled, batch_size=32, resolution=32, convention=CONV)

@@ -78,6 +78,11 @@ class CorruptCounter:
       logging.warning('skipping corrupt image %r in %s', sid, spec.numpy().decode())
     return np.int64(0)
 
+  def _record_all(self, source_ids, specs, statuses, pixels):
+    for row in zip(source_ids, specs, statuses, pixels):
+      self._record(*row)
+    return np.int64(0)
+
 
 class DecodeCounter:
   """Counts the images a training pipeline decodes (`count`; read after or while iterating): the
@@ -170,6 +175,74 @@ def _decode_stage(ds, spec, skip_corrupt, counter,
   return ds
 
 
+# Images per element of the evaluation pipeline's decode map: one error-catching dataset per
+# chunk instead of one per image (see _crop_chunk); at most this many, so that the chunks decoded
+# side by side on a many-core host hold no more than a few batches' worth of images.
+EVAL_CHUNK = 64
+
+
+def _failed_rows(chunk, kept, *, spec, skip_corrupt, counter, max_image_pixels):
+  """Handles the rows of `chunk` (a dict of [n] tensors with 'encoded' and 'source_id') that are
+  not in `kept` (int32 row indices): with skip_corrupt, each is logged and counted on `counter`;
+  without, the first of them stops the run with an InvalidArgumentError naming its source_id and
+  source (the messages of _decode_stage).  Their status comes from _try_decode, so it is the
+  per-image path's exactly.  Returns an op to depend on (a no-op when every row was kept)."""
+  n = tf.shape(chunk['encoded'])[0]
+  kept_mask = tf.scatter_nd(kept[:, None], tf.ones_like(kept, tf.bool), [n])
+  failed = tf.cast(tf.where(tf.logical_not(kept_mask))[:, 0], tf.int32)
+
+  def handle():
+    encoded = tf.gather(chunk['encoded'], failed)
+    source_ids = tf.gather(chunk['source_id'], failed)
+    specs = (tf.gather(chunk['spec'], failed) if 'spec' in chunk
+             else tf.fill(tf.shape(failed), tf.constant(spec or '')))
+    statuses, pixels = tf.map_fn(
+        lambda e: _try_decode(e, max_image_pixels)[1:], encoded,
+        fn_output_signature=(tf.TensorSpec([], tf.int32), tf.TensorSpec([], tf.int64)))
+    if skip_corrupt:
+      return tf.py_function(counter._record_all, [source_ids, specs, statuses, pixels],
+                            Tout=tf.int64)
+    first = [source_ids[0], 'in source', specs[0]]
+    checks = [
+        tf.debugging.Assert(tf.not_equal(statuses[0], CORRUPT),
+                            ['corrupt image (cannot decode)'] + first +
+                            ['; pass skip_corrupt / --skip_corrupt to skip such images']),
+        tf.debugging.Assert(tf.not_equal(statuses[0], TOO_LARGE),
+                            ['image too large:'] + first + ['has', pixels[0],
+                             preprocessing.pixel_limit_message(max_image_pixels or 0) +
+                             '; raise the limit or pass skip_corrupt / --skip_corrupt to skip '
+                             'such images']),
+        # Decodable, yet its evaluation crop failed: not an image problem, so never skipped.
+        tf.debugging.Assert(tf.not_equal(statuses[0], OK),
+                            ['image decodes but its evaluation crop failed:'] + first)]
+    with tf.control_dependencies(checks):
+      return tf.constant(0, tf.int64)
+
+  return tf.cond(tf.size(failed) > 0, handle, lambda: tf.constant(0, tf.int64))
+
+
+def _crop_chunk(chunk, *, resolution, convention, small_image, max_image_pixels):
+  """(kept int32 [k], uint8 [k, R, R, 3]): the evaluation crops of the rows of `chunk` (a dict of
+  [n] tensors with 'encoded') that decode, with their row indices.
+
+  TF has no non-raising decoder, so errors are caught by tf.data: here one dataset per chunk
+  whose per-image errors (corrupt, or over max_image_pixels by the header) drop that image
+  alone, instead of one dataset per image (_try_decode), about 0.2-0.4 CPU-ms per image at 224
+  px, a third of what the rest of the evaluation pipeline costs."""
+  encoded = chunk['encoded']
+
+  def crop(index, image_bytes):
+    image = preprocessing.decode(image_bytes, max_image_pixels)
+    return index, preprocessing.center_crop(image, resolution, convention, small_image)
+
+  rows = tf.data.Dataset.from_tensor_slices((tf.range(tf.shape(encoded)[0]), encoded))
+  decoded = rows.map(tf.autograph.experimental.do_not_convert(crop)).ignore_errors().batch(
+      EVAL_CHUNK)
+  nothing = tf.data.Dataset.from_tensors(
+      (tf.zeros([0], tf.int32), tf.zeros([0, resolution, resolution, 3], tf.uint8)))
+  return decoded.concatenate(nothing).take(1).get_single_element()
+
+
 def make_eval_dataset(source, *, batch_size, resolution, convention, small_image=False,
                       keep_encoded=False, skip_corrupt=False, image_transform=None,
                       corrupt_counter=None,
@@ -181,28 +254,39 @@ def make_eval_dataset(source, *, batch_size, resolution, convention, small_image
   corruption).  skip_corrupt / corrupt_counter / max_image_pixels: see the module docstring.
   Returns a finite dataset of dict batches {'image': float32 [B, R, R, 3], 'label': int64 [B],
   'source_id': string [B], and 'encoded': string [B] when keep_encoded}; the last batch may be
-  smaller.
+  smaller.  Images are decoded EVAL_CHUNK at a time (_crop_chunk); the batches are the same as
+  decoding them one by one.
   """
   _check_positive(batch_size=batch_size, resolution=resolution)
+  if max_image_pixels is not None and int(max_image_pixels) < 0:
+    raise ValueError(f'max_image_pixels must be >= 0 (0: no limit), got {max_image_pixels!r}')
   if skip_corrupt and corrupt_counter is None:
     corrupt_counter = CorruptCounter()
-  ds = _decode_stage(source.dataset, source.spec, skip_corrupt, corrupt_counter,
-                     max_image_pixels)
+  batch_size, resolution = int(batch_size), int(resolution)
+  chunk_size = min(batch_size, EVAL_CHUNK)
 
   @tf.autograph.experimental.do_not_convert
-  def prepare(d):
-    image = preprocessing.center_crop(d['image'], resolution, convention, small_image)
+  def prepare(chunk):
+    kept, crops = _crop_chunk(chunk, resolution=resolution, convention=convention,
+                              small_image=small_image, max_image_pixels=max_image_pixels)
+    with tf.control_dependencies([_failed_rows(
+        chunk, kept, spec=source.spec, skip_corrupt=skip_corrupt, counter=corrupt_counter,
+        max_image_pixels=max_image_pixels)]):
+      kept = tf.identity(kept)
     if image_transform is not None:
-      image = tf.ensure_shape(tf.cast(image_transform(image), tf.uint8),
-                              [resolution, resolution, 3])
-    out = {'image': preprocessing.normalize(image, convention), 'label': d['label'],
-           'source_id': d['source_id']}
-    if keep_encoded:
-      out['encoded'] = d['encoded']
-    return out
+      crops = tf.map_fn(
+          lambda image: tf.ensure_shape(tf.cast(image_transform(image), tf.uint8),
+                                        [resolution, resolution, 3]),
+          crops, fn_output_signature=tf.TensorSpec([resolution, resolution, 3], tf.uint8))
+    keys = ('label', 'source_id') + (('encoded',) if keep_encoded else ())
+    return {'image': preprocessing.normalize(crops, convention),
+            **{k: tf.gather(chunk[k], kept) for k in keys}}
 
-  ds = ds.map(prepare, num_parallel_calls=_AUTOTUNE, deterministic=True)
-  ds = ds.batch(int(batch_size)).prefetch(_AUTOTUNE)
+  ds = source.dataset.batch(chunk_size).map(prepare, num_parallel_calls=_AUTOTUNE,
+                                            deterministic=True)
+  if skip_corrupt or chunk_size != batch_size:
+    ds = ds.rebatch(batch_size)  # whole batches again after skipped images or across chunks
+  ds = ds.prefetch(_AUTOTUNE)
   ds.corrupt_counter = corrupt_counter
   return ds
 
