@@ -328,32 +328,51 @@ def smooth(image):
   multiply-adds, which moves about 0.2% of the truncated values by one level."""
   acc, _ = _smooth_rows(image)
   size = tf.shape(image)
-  return tf.reshape(acc, [size[0] - 2, size[1], 3])[:, :-2]
+  return tf.reshape(acc[:, :(size[1] - 2) * 3], [size[0] - 2, size[1] - 2, 3])
+
+
+# float32 values per block row of the flat taps below: 64 bytes, the largest SIMD alignment.
+_ALIGN = 16
 
 
 def _smooth_rows(image):
-  """(smoothed, original), float32 [(H - 2) W 3] each: `smooth` of rows 1..H-2 over the full
-  width W, flattened (the last two columns of every row are wrapped-around garbage), and the
-  image's own values at the same places."""
-  size = tf.shape(image)
-  h, w = size[0], size[1]
-  # On the flattened image the tap (dy, dx) of every output pixel is one contiguous slice
-  # (offset (dy W + dx) 3): cheap copies, unlike 3-d slices.  6 padding values keep the last
-  # slice inside the array.
-  x = tf.concat([tf.reshape(tf.cast(image, tf.float32), [-1]), tf.zeros([6], tf.float32)], 0)
-  outer = x * tf.constant(_SMOOTH_WEIGHTS[0, 0])  # the eight outer taps share one weight
-  n = (h - 2) * w * 3
-  original = x[(w + 1) * 3:(w + 1) * 3 + n]
-  acc = None
+  """(smoothed, original), float32 [H - 2, S] each, S = 3 W rounded up to a multiple of 16:
+  row y is `smooth` of image row y + 1 over the full width W, flattened (after (W - 2) 3 values
+  come wrapped-around garbage), and the image's own values at the same places."""
+  h, w = (image.shape[k] if image.shape[k] is not None else tf.shape(image)[k] for k in (0, 1))
+  stride = (w * 3 + _ALIGN - 1) // _ALIGN * _ALIGN
+  flat = tf.reshape(image, [h, w * 3])
+  if image.shape[1] is None or image.shape[1] * 3 % _ALIGN:
+    flat = tf.pad(flat, [[0, 0], [0, stride - w * 3]])
+  # On the flattened image (rows of `stride` values) the tap (dy, dx) of every output value is
+  # one contiguous slice at offset dy stride + 3 dx.  Three copies shifted by 3 dx make every
+  # tap a slice of whole 64-byte blocks of one of them, which TensorFlow's slice kernels return
+  # as a view, without copying.  16 padding values keep the last shifted copy inside the array.
+  x = tf.cast(tf.concat([tf.reshape(flat, [-1]), tf.zeros([_ALIGN], tf.uint8)], 0), tf.float32)
+  length = h * stride
+  blocks = length // _ALIGN
+  row, n = stride // _ALIGN, (h - 2) * stride // _ALIGN
+  # The sum is the plain convolution's chain t00 + t01 + ... + t22, each step written as
+  # acc - (-t) (the same float32 result: negation is exact), with the eight outer taps taken
+  # from products by the negated weight.  A chain of Adds on static shapes is turned by
+  # Grappler's AddOpsRewrite into one AddN, which sorts its inputs by name (and whose kernel
+  # moves a reusable input buffer to the front): another order.  Subtractions it leaves alone.
+  negated = tf.constant(-_SMOOTH_WEIGHTS[0, 0])  # the eight outer taps share one weight
+  minus = x * negated
+  x1 = x[3:3 + length]
+  outer = [tf.reshape(minus, [blocks + 1, _ALIGN])[:blocks],
+           tf.reshape(x1 * negated, [blocks, _ALIGN]),
+           tf.reshape(minus[6:6 + length], [blocks, _ALIGN])]
+  original = tf.reshape(x1, [blocks, _ALIGN])[row:row + n]
+  acc = tf.reshape(x, [blocks + 1, _ALIGN])[:n] * tf.constant(_SMOOTH_WEIGHTS[0, 0])
   for dy in range(3):
     for dx in range(3):
-      k = (dy * w + dx) * 3
       if (dy, dx) == (1, 1):
-        term = original * tf.constant(_SMOOTH_WEIGHTS[1, 1])
-      else:
-        term = outer[k:k + n]
-      acc = term if acc is None else acc + term
-  return acc, original
+        acc = acc - original * tf.constant(-_SMOOTH_WEIGHTS[1, 1])
+      elif (dy, dx) != (0, 0):
+        acc = acc - outer[dx][dy * row:dy * row + n]
+  shape = [h - 2, stride]
+  return tf.reshape(acc, shape), tf.reshape(original, shape)
 
 
 def sharpness(image, factor):
@@ -367,7 +386,7 @@ def sharpness(image, factor):
   # the official clip and uint8 truncation, without leaving float32.
   inner = _blend(tf.floor(smoothed), original, factor)
   size = tf.shape(image)
-  inner = tf.reshape(inner, [size[0] - 2, size[1], 3])[:, :-2]
+  inner = tf.reshape(inner[:, :(size[1] - 2) * 3], [size[0] - 2, size[1] - 2, 3])
   middle = tf.concat([image[1:-1, :1], inner, image[1:-1, -1:]], axis=1)
   return tf.concat([image[:1], middle, image[-1:]], axis=0)
 
