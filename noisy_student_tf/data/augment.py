@@ -201,9 +201,40 @@ def equalize(image):
   return tf.gather_nd(tf.reshape(tf.cast(lut, tf.uint8), [768]), index[..., None])
 
 
+def _words(image):
+  """The uint8 `image` as uint32 words of 4 values (a free bitcast), or None when its shape is
+  not static or its size not a multiple of 4.  TensorFlow's CPU kernels do uint8 arithmetic
+  and bitwise ops value by value, several times slower per value than on 32-bit words; a
+  bitwise op, or an add or multiply that never carries from one byte into the next, gives
+  the same bytes on words."""
+  if not image.shape.is_fully_defined() or image.shape.num_elements() % 4:
+    return None
+  return tf.bitcast(tf.reshape(image, [-1, 4]), tf.uint32)
+
+
+def _from_words(words, image):
+  """`_words` back to uint8 with the shape of `image`."""
+  return tf.reshape(tf.bitcast(words, tf.uint8), image.shape)
+
+
+def _byte_words(value):
+  """uint32 constant with `value` (0..255) in each of its 4 bytes."""
+  return tf.constant(int(value) * 0x01010101, tf.uint32)
+
+
+def _flags_as_words(condition):
+  """bool `condition` (the shape of a `_words` image) as uint32 words with 1 in each byte
+  where it holds, 0 elsewhere."""
+  return _words(tf.cast(condition, tf.uint8))
+
+
 def invert(image):
   """255 - v."""
-  return tf.constant(255, tf.uint8) - _as_uint8(image)
+  image = _as_uint8(image)
+  words = _words(image)
+  if words is not None:
+    return _from_words(tf.bitwise.invert(words), image)
+  return tf.constant(255, tf.uint8) - image
 
 
 def posterize(image, bits, wrap_levels=True):
@@ -212,7 +243,11 @@ def posterize(image, bits, wrap_levels=True):
   shift = posterize_shift(bits, wrap_levels)
   if shift == 0:
     return image
-  return tf.bitwise.bitwise_and(image, tf.constant((0xFF << shift) & 0xFF, tf.uint8))
+  keep = (0xFF << shift) & 0xFF
+  words = _words(image)
+  if words is not None:
+    return _from_words(tf.bitwise.bitwise_and(words, _byte_words(keep)), image)
+  return tf.bitwise.bitwise_and(image, tf.constant(keep, tf.uint8))
 
 
 def solarize(image, threshold, wrap_levels=True):
@@ -222,8 +257,12 @@ def solarize(image, threshold, wrap_levels=True):
   if t >= 256:
     return image
   if t == 0:
-    return tf.constant(255, tf.uint8) - image
+    return invert(image)
   # 255 - v is v ^ 255: xor with 255 where v >= t, with 0 elsewhere (no select: it is slow).
+  words = _words(image)
+  if words is not None:  # flags 0/1 per byte times 255: 0 or 255 per byte, no carry
+    mask = _flags_as_words(image >= tf.constant(t, tf.uint8)) * tf.constant(255, tf.uint32)
+    return _from_words(tf.bitwise.bitwise_xor(words, mask), image)
   return tf.bitwise.bitwise_xor(image, _mask_unless(image < tf.constant(t, tf.uint8)))
 
 
@@ -239,7 +278,17 @@ def solarize_add(image, addition, threshold=128):
   addition = int(addition)
   if addition == 0:
     return image
-  threshold = tf.constant(int(threshold), tf.uint8)
+  threshold = int(threshold)
+  words = _words(image)
+  if words is not None and addition > 0 and (addition >= 255 or
+                                              threshold - 1 + addition <= 255):
+    flags = _flags_as_words(image < tf.constant(threshold, tf.uint8))
+    if addition >= 255:  # every value below the threshold becomes 255: or with 255
+      return _from_words(tf.bitwise.bitwise_or(words, flags * tf.constant(255, tf.uint32)),
+                         image)
+    # v + a <= 255 wherever it is added: no byte carries into the next.
+    return _from_words(words + flags * tf.constant(addition, tf.uint32), image)
+  threshold = tf.constant(threshold, tf.uint8)
   if addition < 0:
     added = tf.cast(tf.clip_by_value(tf.cast(image, tf.int32) + addition, 0, 255), tf.uint8)
     return tf.where(image < threshold, added, image)
