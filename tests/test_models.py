@@ -100,7 +100,11 @@ def test_models_import_and_build_without_tensorflow(backend):
     assert keras.backend.backend() == sys.argv[1], keras.backend.backend()
     assert not [m for m in sys.modules if m.startswith('tensorflow')]
     print('params', model.count_params())
-  ''', backend, env={'KERAS_BACKEND': backend})
+  ''', backend, env={'KERAS_BACKEND': backend,
+                     # JAX runs every kernel initializer as its own XLA program, one compile per
+                     # weight shape (45 in B0), most of this test's CPU time; what it checks does
+                     # not depend on how well XLA optimises them.
+                     'XLA_FLAGS': '--xla_backend_optimization_level=0'})
   assert result.returncode == 0, result.stderr[-3000:]
   assert 'params 5330564' in result.stdout
 
@@ -123,7 +127,10 @@ def test_tiny_model_trains_and_loss_falls():
   model.compile(optimizer=keras.optimizers.Adam(3e-3),
                 loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
   before = model.evaluate(x, y, verbose=0, batch_size=128)
-  history = model.fit(x, y, epochs=8, batch_size=64, verbose=0).history['loss']
+  # 4 epochs (32 steps): the training loss is then 0.02x its first epoch's and the evaluated
+  # loss 0.04x its start (seed 0; after 3 epochs the inference-mode loss is still 0.47x, its
+  # batch-norm statistics lagging), both far below the 0.5x asked.
+  history = model.fit(x, y, epochs=4, batch_size=64, verbose=0).history['loss']
   after = model.evaluate(x, y, verbose=0, batch_size=128)
   assert history[-1] < 0.5 * history[0], history
   assert after < 0.5 * before, (before, after)
