@@ -7,6 +7,7 @@ permutation, seeded, disjoint across shards; subsets are stratified samples, not
 
 import collections
 import os
+import shutil
 
 import numpy as np
 import pytest
@@ -76,9 +77,15 @@ def test_folder_of_50000_class_ordered_jpegs_trains_on_mixed_batches(train_folde
 def test_class_ordered_record_shards_train_on_mixed_batches(train_folder, tmp_path, num_shards,
                                                             class_ordered_records):
   if num_shards == 1:  # one 50,000-record file: only reading it in chunks can mix it
+    # The 10 class-ordered shards end to end: without shuffling the writer deals contiguous
+    # slices, and a TFRecord file is its framed records in order, so this is byte for byte the
+    # file write_imagenet_records(num_shards=1, shuffle=False) writes (without reading and
+    # framing the 50,000 JPEGs a second time).
     directory = str(tmp_path)
-    imagenet_records.write_imagenet_records(train_folder, directory, prefix='train', num_shards=1,
-                                            shuffle=False, num_workers=1)
+    with open(os.path.join(directory, 'train-00000-of-00001'), 'wb') as out:
+      for i in range(10):
+        with open(os.path.join(class_ordered_records, f'train-{i:05d}-of-00010'), 'rb') as f:
+          shutil.copyfileobj(f, out)
   else:
     directory = class_ordered_records
   spec = f'tfrecord:{directory}/train-*'
