@@ -4,9 +4,9 @@ Each test runs `ns-pipeline` or `ns-train` as a subprocess on the recipe's flagf
 overrides of sizes only (steps or epochs, width/depth, resolution, shard counts, batch sizes,
 per-class counts) and of the data paths, which point at test data:
   - CIFAR-10 recipes: a subset of the real CIFAR-10 JPEGs (conftest's cifar10_small);
-  - ImageNet recipes: TFRecords written by tools/make_tfrecords.py from those JPEGs (3 classes,
-    see IMAGENET_CLASSES; 1-based labels, read with the recipes' --label_offset=1), unlabeled
-    images: an images: glob over other JPEGs of the same set;
+  - ImageNet recipes: TFRecords written by tools/make_tfrecords.py's writer from those JPEGs
+    (3 classes, see IMAGENET_CLASSES; 1-based labels, read with the recipes' --label_offset=1),
+    unlabeled images: an images: glob over other JPEGs of the same set;
   - SVHN: a tensorflow-datasets dataset named svhn_cropped (the official builder's features and
     splits, filled with scikit-learn's handwritten digits at 32x32 RGB), prepared in a temporary
     data_dir, which the binary then finds by name without downloading.
@@ -33,12 +33,12 @@ import pytest
 
 from noisy_student_tf import model_dir as model_dir_lib
 from noisy_student_tf import settings
+from noisy_student_tf.data import imagenet_records as imagenet_records_lib
 from noisy_student_tf.selftrain import pipeline as selftrain_pipeline
 from noisy_student_tf.train import trainer
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 FLAGS_DIR = REPO / 'flags'
-TOOL = REPO / 'tools' / 'make_tfrecords.py'
 
 TRAIN_PER_CLASS = 60  # labeled CIFAR-10 JPEGs per class (files 0000-0059)
 TEST_PER_CLASS = 30  # eval JPEGs per class
@@ -241,22 +241,18 @@ def unlabeled_spec(cifar10_small):
 
 @pytest.fixture(scope='module')
 def imagenet_records(cifar10_small, tmp_path_factory):
-  """ImageNet-format shards written by tools/make_tfrecords.py from real CIFAR-10 JPEGs of
-  IMAGENET_CLASSES: train-0000N-of-00004 (20 per class) and validation-0000N-of-00002 (30 per
-  class)."""
+  """ImageNet-format shards written by tools/make_tfrecords.py's writer from real CIFAR-10 JPEGs
+  of IMAGENET_CLASSES: train-0000N-of-00004 (20 per class) and validation-0000N-of-00002 (30 per
+  class).  Written in this process (the tool's binary runs end to end in test_make_tfrecords.py;
+  here it would only start TensorFlow twice more)."""
   trees = tmp_path_factory.mktemp('imagenet_trees')
   _link_subset(cifar10_small / 'train', trees / 'train', IMAGENET_TRAIN_PER_CLASS,
                IMAGENET_CLASSES)
   _link_subset(cifar10_small / 'test', trees / 'validation', TEST_PER_CLASS, IMAGENET_CLASSES)
   out = tmp_path_factory.mktemp('imagenet_records')
-  procs = [subprocess.Popen(
-      [sys.executable, str(TOOL), f'--input_dir={trees / prefix}', f'--output_dir={out}',
-       f'--prefix={prefix}', f'--num_shards={shards}', '--num_workers=1'],
-      cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-           for prefix, shards in (('train', 4), ('validation', 2))]
-  for proc in procs:
-    _, stderr = proc.communicate(timeout=300)
-    assert proc.returncode == 0, stderr[-3000:]
+  for prefix, shards in (('train', 4), ('validation', 2)):
+    imagenet_records_lib.write_imagenet_records(trees / prefix, out, prefix=prefix,
+                                                num_shards=shards, num_workers=1)
   names = sorted(p.name for p in out.iterdir())
   assert names == [f'train-{i:05d}-of-00004' for i in range(4)] + ['train.manifest.json'] + [
       f'validation-{i:05d}-of-00002' for i in range(2)] + ['validation.manifest.json']
