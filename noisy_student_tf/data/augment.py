@@ -180,7 +180,11 @@ def autocontrast(image):
   scale = tf.where(stretch, 255.0 / tf.where(stretch, hi - lo, 1.0), 1.0)
   offset = tf.where(stretch, -lo * scale, 0.0)
   scaled = tf.cast(image, tf.float32) * _row(scale, image) + _row(offset, image)
-  return tf.cast(tf.clip_by_value(scaled, 0.0, 255.0), tf.uint8)
+  # No clip needed before the truncating cast: lo <= v gives lo * scale <= v * scale (rounding
+  # is monotone) and offset is -(lo * scale) exactly, so the sum is >= 0; and it stays below
+  # 256 (at most 255.0005 over every lo < hi <= 255 and lo <= v <= hi, checked exhaustively in
+  # float32), where truncation equals the official clip-then-truncate.
+  return tf.cast(scaled, tf.uint8)
 
 
 def equalize(image):
@@ -307,7 +311,7 @@ def color(image, factor):
   if factor == 1.0:
     return image
   pixels = tf.cast(image, tf.float32)
-  gray = tf.cast(_grayscale(pixels), tf.float32)
+  gray = _grayscale_levels(pixels)
   # The gray plane repeated over the 3 channels by a matmul with ones (exact: g * 1, and
   # vectorised, unlike broadcasting a size-1 channel axis).
   gray = tf.reshape(tf.matmul(tf.reshape(gray, [-1, 1]), tf.ones([1, 3], tf.float32)),
@@ -328,10 +332,21 @@ def grayscale(image):
 
 def _grayscale(pixels):
   """`grayscale` of float32 [..., 3] pixel values 0..255 (integers)."""
+  return tf.cast(_gray_scaled(pixels), tf.uint8)
+
+
+def _grayscale_levels(pixels):
+  """`grayscale` of float32 [..., 3] pixel values 0..255 as float32 (the uint8 levels)."""
+  # The scaled gray is in [0, 255.5 * 0.9999]: truncation to uint8 is the floor, so one floor
+  # stands for the uint8 round trip.
+  return tf.floor(_gray_scaled(pixels))
+
+
+def _gray_scaled(pixels):
   x = pixels * tf.constant(1.0 / 255, tf.float32)
   r, g, b = (plane * tf.constant(w, tf.float32)
              for plane, w in zip(tf.unstack(x, axis=-1), _GRAY_WEIGHTS))
-  return tf.cast((r + g + b) * tf.constant(255.5, tf.float32), tf.uint8)
+  return (r + g + b) * tf.constant(255.5, tf.float32)
 
 
 def contrast_degenerate(height, width):
@@ -362,6 +377,8 @@ def brightness(image, factor):
   if factor == 0.0:
     return tf.zeros_like(image)
   scaled = tf.constant(factor, tf.float32) * tf.cast(image, tf.float32)
+  if factor > 0:  # c v >= 0: only the upper bound of the official clip can bind
+    return tf.cast(tf.minimum(scaled, 255.0), tf.uint8)
   return tf.cast(tf.clip_by_value(scaled, 0.0, 255.0), tf.uint8)
 
 
