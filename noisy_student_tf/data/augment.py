@@ -78,8 +78,10 @@ follows RandAugment with a Cutout of pad R // 4 (a square of side R / 2, fill 12
 image (preprocessing.py, _cifar10_preprocess_for_train).
 
 Speed: one random draw per image; tf.switch_case runs only the picked op; colour ops are
-elementwise uint8 / float32 passes, histograms use tf.histogram_fixed_width on int32, and the
-only table lookup (a gather) is Equalize's.
+elementwise float32 passes, the integer ops (Invert, Posterize, Solarize, SolarizeAdd) bitwise
+or carry-free ops on the image bitcast to 32-bit words (TensorFlow's uint8 kernels work value by
+value), histograms an integer Bincount, and lookups (Equalize's table, the geometric ops'
+cached sampling maps) GatherNd, cheaper per element on CPU than GatherV2.
 """
 
 import functools

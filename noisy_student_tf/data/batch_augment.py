@@ -111,16 +111,18 @@ def sharpness(images, factor):
   h, w = images.shape[1], images.shape[2]
   x = tf.cast(images, tf.float32)
   weights = augment._SMOOTH_WEIGHTS
-  outer = x * tf.constant(weights[0, 0])
+  # As augment._smooth_rows: every step acc - (-tap), products by the negated weights (the
+  # same float32 sums; a chain of Adds on static shapes becomes one AddN under Grappler, in
+  # another order, so the training step's tf.function would not match the per-image op).
+  minus = x * tf.constant(-weights[0, 0])
   original = x[:, 1:h - 1, 1:w - 1]
-  acc = None
+  acc = x[:, :h - 2, :w - 2] * tf.constant(weights[0, 0])
   for dy in range(3):
     for dx in range(3):
       if (dy, dx) == (1, 1):
-        term = original * tf.constant(weights[1, 1])
-      else:
-        term = outer[:, dy:dy + h - 2, dx:dx + w - 2]
-      acc = term if acc is None else acc + term
+        acc = acc - original * tf.constant(-weights[1, 1])
+      elif (dy, dx) != (0, 0):
+        acc = acc - minus[:, dy:dy + h - 2, dx:dx + w - 2]
   inner = augment._blend(tf.floor(acc), original, factor)
   middle = tf.concat([images[:, 1:-1, :1], inner, images[:, 1:-1, -1:]], axis=2)
   return tf.concat([images[:, :1], middle, images[:, -1:]], axis=1)
