@@ -374,3 +374,23 @@ def test_small_image_recipe_ends_with_a_half_size_cutout(real_images):
   for out in ds.as_numpy_iterator():
     # rows/columns [c - 8, c + 8) clipped: at least an 8 x 8 gray square
     assert (out == 128).all(-1).sum() >= 64
+
+
+def test_every_op_gives_the_same_bytes_in_a_tf_function(real_images):
+  """Grappler rewrites graphs (it turned Sharpness' chain of float32 adds into an AddN, whose
+  inputs it sorts by name: another order of additions, other truncated bytes); the ops must give
+  their eager bytes inside tf.function too, on static shapes (what Grappler folds) and dynamic."""
+  big = tf.constant(real_images[-1])
+  center = tf.constant([100, 60], tf.int32)
+  for level in (9, 27):
+    ops = augment.build_ops(level)
+    for name in augment.OP_NAMES:
+      for negate in ((False, True) if name in augment.SIGNED_OPS else (False,)):
+        op = lambda image, o=ops[name], n=negate: o(image, negate=n, center=center)
+        want = op(big).numpy()
+        static = tf.function(op, autograph=False)
+        dynamic = tf.function(op, autograph=False,
+                              input_signature=[tf.TensorSpec([None, None, 3], tf.uint8)])
+        for kind, fn in (('static', static), ('dynamic', dynamic)):
+          np.testing.assert_array_equal(fn(big).numpy(), want,
+                                        err_msg=f'{name} level {level} negate {negate} {kind}')
