@@ -24,9 +24,9 @@ label.label call (source listing, pipeline start, stats.json, plot.png) is repor
 
 Where the time goes: each stage alone over the same images, in CPU microseconds per image (best
 of --repeats): read (the folder source's file reads), decode (tf.io.decode_image of every image,
-from bytes in memory, in batches as ns-label decodes them), preprocess (the rest of ns-label's
-input pipeline, label.labeling_dataset, over bytes in memory: header check, crop, normalise,
-batching), model (the bare side), serialise (label.pseudo_records on the real logits), write
+from bytes in memory, a map_fn over each batch: libjpeg's share), preprocess (the rest of
+ns-label's input pipeline, label.labeling_dataset = make_eval_dataset, over bytes in memory:
+header check, error catching, crop, normalise, batching), model (the bare side), serialise (label.pseudo_records on the real logits), write
 (tf.io.TFRecordWriter); each built once and run once untimed first.
 
   python benchmarks/label_throughput.py [--sizes=224,32] [--repeats=3] [--output_dir=DIR]

@@ -19,9 +19,7 @@ decoded: one huge image of a web crawl must not exhaust memory), are skipped and
 `corrupt_skipped` and `too_large_skipped` in the stats.
 """
 
-import collections
 import dataclasses
-import functools
 import glob
 import logging
 import os
@@ -342,159 +340,27 @@ class LabelCounts:
 
 
 def labeling_dataset(source, config, model_config, resolution, counter):
-  """ns-label's input batches over `source` (a sources.Source): exactly the batches of
-  pipeline.make_eval_dataset (the evaluation crop at `resolution`, config.batch_size images each,
-  the encoded bytes kept, corrupt and too large images skipped and counted in `counter`, a
-  pipeline.CorruptCounter), each a dict of tensors 'image', 'label', 'source_id', 'encoded'.
-  Returns a LabelingBatches (iterable; `corrupt_counter` is `counter`)."""
-  return LabelingBatches(source, config.batch_size, resolution, model_config.input,
-                         model_config.model.small_image, config.max_image_pixels, counter)
-
-
-class LabelingBatches:
-  """make_eval_dataset's batches (keep_encoded, skip_corrupt), decoded a whole batch at a time.
-
-  make_eval_dataset catches a bad image in a one-element dataset per image (TF has no
-  non-raising decoder), about 350 CPU-us per image: more than a 32 px model's forward pass
-  costs, on a CPU host.  Here each batch of the source is decoded by one tf.data element
-  (_decode_batch: the same ops, raising for an undecodable or too large image); a batch that
-  raises (tf.data's iterator goes on after an element's error) is decoded again by
-  make_eval_dataset, which skips, logs and counts its bad images exactly as everywhere else.
-  The raw batches pass through Python (a from_generator) so that a failed one is still at hand.
-  The images are then cut into batches of batch_size again: the same batches, in the same order,
-  as make_eval_dataset gives.
-
-  On a host without accelerators the decoding runs on a private tf.data pool of input_threads()
-  threads, so that it overlaps the forward pass instead of competing with it for every core.
-  """
-
-  _KEYS = ('encoded', 'source_id', 'label')
-
-  def __init__(self, source, batch_size, resolution, convention, small_image, max_image_pixels,
-               counter):
-    self._source = source
-    self._batch_size = int(batch_size)
-    self._resolution = int(resolution)
-    self._convention = convention
-    self._small_image = small_image
-    self._max_image_pixels = max_image_pixels
-    self.corrupt_counter = counter
-
-  def __iter__(self):
-    import tensorflow as tf  # pylint: disable=g-import-not-at-top
-    pending = collections.deque()  # raw batches handed to tf.data and not yet back
-
-    def raw_batches():
-      for raw in self._source.dataset.batch(self._batch_size):
-        raw = {k: raw[k] for k in self._KEYS}
-        pending.append(raw)
-        yield raw
-
-    signature = {'encoded': tf.TensorSpec([None], tf.string),
-                 'source_id': tf.TensorSpec([None], tf.string),
-                 'label': tf.TensorSpec([None], tf.int64)}
-    decode = functools.partial(_decode_batch, resolution=self._resolution,
-                               convention=self._convention, small_image=self._small_image,
-                               max_image_pixels=self._max_image_pixels)
-    dataset = tf.data.Dataset.from_generator(raw_batches, output_signature=signature).map(
-        lambda raw: {**raw, 'image': decode(raw['encoded'])},
-        num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).prefetch(tf.data.AUTOTUNE)
-    threads = input_threads()
-    if threads:
-      options = tf.data.Options()
-      options.threading.private_threadpool_size = threads
-      dataset = dataset.with_options(options)
-    rebatch = _Rebatcher(self._batch_size)
-    iterator = iter(dataset)
-    while True:
-      try:
-        batch = next(iterator)
-        pending.popleft()
-        parts = [batch]
-      except StopIteration:
-        break
-      except tf.errors.OpError:
-        # Errors come in order: with no raw batch outstanding it is the source's own.
-        if not pending:
-          raise
-        parts = list(self._per_image(pending.popleft()))
-      for part in parts:
-        yield from rebatch.add(part)
-    yield from rebatch.flush()
-
-  def _per_image(self, raw):
-    """make_eval_dataset's batches of the raw batch `raw` (bad images skipped and counted)."""
-    import tensorflow as tf  # pylint: disable=g-import-not-at-top
-    from noisy_student_tf.data import pipeline, sources  # pylint: disable=g-import-not-at-top
-    source = sources.Source(tf.data.Dataset.from_tensor_slices(raw), None, None, None,
-                            self._source.spec)
-    return pipeline.make_eval_dataset(
-        source, batch_size=self._batch_size, resolution=self._resolution,
-        convention=self._convention, small_image=self._small_image, keep_encoded=True,
-        skip_corrupt=True, corrupt_counter=self.corrupt_counter,
-        max_image_pixels=self._max_image_pixels)
-
-
-class _Rebatcher:
-  """Cuts a stream of batches (dicts of equal-length tensors) into batches of `size`.
-  add(batch) and, at the end, flush() each return the whole batches now ready."""
-
-  def __init__(self, size):
-    self.size = size
-    self._parts = []
-    self._count = 0
-
-  def add(self, batch):
-    """Takes one batch of any length; returns the list of batches of `size` now complete."""
-    n = int(batch['image'].shape[0])
-    if not self._parts and n == self.size:  # the common case: no copy
-      return [batch]
-    self._parts.append(batch)
-    self._count += n
-    out = []
-    while self._count >= self.size:
-      out.append(self._take(self.size))
-    return out
-
-  def flush(self):
-    """The last, smaller batch (if any images are left), as a list."""
-    return [self._take(self._count)] if self._count else []
-
-  def _take(self, n):
-    import tensorflow as tf  # pylint: disable=g-import-not-at-top
-    whole = {k: tf.concat([p[k] for p in self._parts], axis=0) for k in self._parts[0]}
-    rest = {k: v[n:] for k, v in whole.items()}
-    self._count -= n
-    self._parts = [rest] if self._count else []
-    return {k: v[:n] for k, v in whole.items()}
-
-
-def _decode_batch(encoded, *, resolution, convention, small_image, max_image_pixels):
-  """The normalised evaluation crops float32 [B, R, R, 3] of the encoded images `encoded`
-  (string [B]): the ops of make_eval_dataset's per-image path (preprocessing.decode,
-  center_crop; normalize over the batch: elementwise, so the same floats).  Raises
-  InvalidArgumentError when an image cannot be decoded or has more than max_image_pixels pixels
-  by its header (checked for the whole batch before anything is decoded)."""
+  """ns-label's input batches over `source` (a sources.Source): pipeline.make_eval_dataset's (the
+  evaluation crop at `resolution`, config.batch_size images each, the encoded bytes kept, corrupt
+  and too large images skipped and counted in `counter`, a pipeline.CorruptCounter), each a dict
+  of tensors 'image', 'label', 'source_id', 'encoded'.  On a host without accelerators the input
+  pipeline runs on a private tf.data pool of input_threads() threads, so that it overlaps the
+  forward pass instead of competing with it for every core.
+  Returns the tf.data.Dataset (its `corrupt_counter` is `counter`)."""
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  checks = []
-  if max_image_pixels:
-    def jpeg_pixels():  # preprocessing.image_pixels of JPEGs, without its per-image branches
-      shapes = tf.map_fn(lambda e: tf.image.extract_jpeg_shape(e, output_type=tf.int64),
-                         encoded, fn_output_signature=tf.TensorSpec([3], tf.int64))
-      return shapes[:, 0] * shapes[:, 1]
-
-    pixels = tf.cond(
-        tf.reduce_all(preprocessing.is_jpeg(encoded)), jpeg_pixels,
-        lambda: tf.map_fn(preprocessing.image_pixels, encoded, fn_output_signature=tf.int64))
-    checks.append(tf.debugging.Assert(tf.reduce_all(pixels <= int(max_image_pixels)),
-                                      ['an image of the batch is too large']))
-  with tf.control_dependencies(checks):
-    encoded = tf.identity(encoded)
-  crops = tf.map_fn(
-      lambda e: preprocessing.center_crop(preprocessing.decode(e, None), resolution, convention,
-                                          small_image),
-      encoded, fn_output_signature=tf.TensorSpec([resolution, resolution, 3], tf.uint8))
-  return preprocessing.normalize(crops, convention)
+  from noisy_student_tf.data import pipeline  # pylint: disable=g-import-not-at-top
+  dataset = pipeline.make_eval_dataset(
+      source, batch_size=config.batch_size, resolution=resolution,
+      convention=model_config.input, small_image=model_config.model.small_image,
+      keep_encoded=True, skip_corrupt=True, corrupt_counter=counter,
+      max_image_pixels=config.max_image_pixels)
+  threads = input_threads()
+  if threads:
+    options = tf.data.Options()
+    options.threading.private_threadpool_size = threads
+    dataset = dataset.with_options(options)
+  dataset.corrupt_counter = counter
+  return dataset
 
 
 def input_threads():
