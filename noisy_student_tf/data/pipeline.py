@@ -181,26 +181,21 @@ def _decode_stage(ds, spec, skip_corrupt, counter,
 EVAL_CHUNK = 64
 
 
-def _failed_rows(chunk, kept, *, spec, skip_corrupt, counter, max_image_pixels):
-  """Handles the rows of `chunk` (a dict of [n] tensors with 'encoded' and 'source_id') that are
-  not in `kept` (int32 row indices): with skip_corrupt, each is logged and counted on `counter`;
-  without, the first of them stops the run with an InvalidArgumentError naming its source_id and
-  source (the messages of _decode_stage).  Their status comes from _try_decode, so it is the
-  per-image path's exactly.  Returns an op to depend on (a no-op when every row was kept)."""
-  n = tf.shape(chunk['encoded'])[0]
-  kept_mask = tf.scatter_nd(kept[:, None], tf.ones_like(kept, tf.bool), [n])
-  failed = tf.cast(tf.where(tf.logical_not(kept_mask))[:, 0], tf.int32)
+def _failed_rows(chunk, status, pixels, *, spec, skip_corrupt, counter, max_image_pixels):
+  """Handles the rows of `chunk` (a dict of [n] tensors with 'source_id') whose `status` (int32
+  [n], _try_decode's codes; `pixels` int64 [n]) is not OK: with skip_corrupt, each is logged and
+  counted on `counter`; without, the first of them stops the run with an InvalidArgumentError
+  naming its source_id and source (the messages of _decode_stage).  Returns an op to depend on
+  (a no-op when every row is OK)."""
+  failed = tf.cast(tf.where(tf.not_equal(status, OK))[:, 0], tf.int32)
 
   def handle():
-    encoded = tf.gather(chunk['encoded'], failed)
     source_ids = tf.gather(chunk['source_id'], failed)
     specs = (tf.gather(chunk['spec'], failed) if 'spec' in chunk
              else tf.fill(tf.shape(failed), tf.constant(spec or '')))
-    statuses, pixels = tf.map_fn(
-        lambda e: _try_decode(e, max_image_pixels)[1:], encoded,
-        fn_output_signature=(tf.TensorSpec([], tf.int32), tf.TensorSpec([], tf.int64)))
+    statuses, sizes = tf.gather(status, failed), tf.gather(pixels, failed)
     if skip_corrupt:
-      return tf.py_function(counter._record_all, [source_ids, specs, statuses, pixels],
+      return tf.py_function(counter._record_all, [source_ids, specs, statuses, sizes],
                             Tout=tf.int64)
     first = [source_ids[0], 'in source', specs[0]]
     checks = [
@@ -208,13 +203,10 @@ def _failed_rows(chunk, kept, *, spec, skip_corrupt, counter, max_image_pixels):
                             ['corrupt image (cannot decode)'] + first +
                             ['; pass skip_corrupt / --skip_corrupt to skip such images']),
         tf.debugging.Assert(tf.not_equal(statuses[0], TOO_LARGE),
-                            ['image too large:'] + first + ['has', pixels[0],
+                            ['image too large:'] + first + ['has', sizes[0],
                              preprocessing.pixel_limit_message(max_image_pixels or 0) +
                              '; raise the limit or pass skip_corrupt / --skip_corrupt to skip '
-                             'such images']),
-        # Decodable, yet its evaluation crop failed: not an image problem, so never skipped.
-        tf.debugging.Assert(tf.not_equal(statuses[0], OK),
-                            ['image decodes but its evaluation crop failed:'] + first)]
+                             'such images'])]
     with tf.control_dependencies(checks):
       return tf.constant(0, tf.int64)
 
@@ -222,25 +214,44 @@ def _failed_rows(chunk, kept, *, spec, skip_corrupt, counter, max_image_pixels):
 
 
 def _crop_chunk(chunk, *, resolution, convention, small_image, max_image_pixels):
-  """(kept int32 [k], uint8 [k, R, R, 3]): the evaluation crops of the rows of `chunk` (a dict of
-  [n] tensors with 'encoded') that decode, with their row indices.
+  """(status int32 [n], pixels int64 [n], kept int32 [k], uint8 [k, R, R, 3]) for the rows of
+  `chunk` (a dict of [n] tensors with 'encoded'): each row's _try_decode status and header pixel
+  count (-1: not read), and the evaluation crops of the rows that decode, with their indices.
 
   TF has no non-raising decoder, so errors are caught by tf.data: here one dataset per chunk
-  whose per-image errors (corrupt, or over max_image_pixels by the header) drop that image
-  alone, instead of one dataset per image (_try_decode), about 0.2-0.4 CPU-ms per image at 224
-  px, a third of what the rest of the evaluation pipeline costs."""
+  whose per-image errors drop that image alone, instead of one dataset per image (_try_decode),
+  about 0.2-0.4 CPU-ms per image at 224 px, a third of what the rest of the evaluation pipeline
+  costs.  As in _try_decode, an image over max_image_pixels by its header is never decoded
+  (TOO_LARGE, with its pixels) and one whose header or data raises is CORRUPT (pixels -1)."""
   encoded = chunk['encoded']
+  n = tf.shape(encoded)[0]
+  limit = int(max_image_pixels or 0)
+  empty = tf.zeros([resolution, resolution, 3], tf.uint8)
 
   def crop(index, image_bytes):
-    image = preprocessing.decode(image_bytes, max_image_pixels)
-    return index, preprocessing.center_crop(image, resolution, convention, small_image)
+    def decoded():
+      image = preprocessing.decode(image_bytes, None)
+      return preprocessing.center_crop(image, resolution, convention, small_image)
+    if not limit:
+      return index, decoded(), tf.constant(OK), tf.constant(-1, tf.int64)
+    pixels = preprocessing.image_pixels(image_bytes)
+    too_large = pixels > limit
+    return (index, tf.cond(too_large, lambda: empty, decoded),
+            tf.where(too_large, TOO_LARGE, OK), pixels)
 
-  rows = tf.data.Dataset.from_tensor_slices((tf.range(tf.shape(encoded)[0]), encoded))
+  rows = tf.data.Dataset.from_tensor_slices((tf.range(n), encoded))
   decoded = rows.map(tf.autograph.experimental.do_not_convert(crop)).ignore_errors().batch(
       EVAL_CHUNK)
   nothing = tf.data.Dataset.from_tensors(
-      (tf.zeros([0], tf.int32), tf.zeros([0, resolution, resolution, 3], tf.uint8)))
-  return decoded.concatenate(nothing).take(1).get_single_element()
+      (tf.zeros([0], tf.int32), tf.zeros([0, resolution, resolution, 3], tf.uint8),
+       tf.zeros([0], tf.int32), tf.zeros([0], tf.int64)))
+  index, crops, got_status, got_pixels = decoded.concatenate(nothing).take(
+      1).get_single_element()
+  at = index[:, None]
+  status = tf.tensor_scatter_nd_update(tf.fill([n], CORRUPT), at, got_status)
+  pixels = tf.tensor_scatter_nd_update(tf.fill([n], tf.constant(-1, tf.int64)), at, got_pixels)
+  ok = tf.where(tf.equal(got_status, OK))[:, 0]
+  return status, pixels, tf.gather(index, ok), tf.gather(crops, ok)
 
 
 def make_eval_dataset(source, *, batch_size, resolution, convention, small_image=False,
@@ -267,11 +278,12 @@ def make_eval_dataset(source, *, batch_size, resolution, convention, small_image
 
   @tf.autograph.experimental.do_not_convert
   def prepare(chunk):
-    kept, crops = _crop_chunk(chunk, resolution=resolution, convention=convention,
-                              small_image=small_image, max_image_pixels=max_image_pixels)
+    status, pixels, kept, crops = _crop_chunk(
+        chunk, resolution=resolution, convention=convention, small_image=small_image,
+        max_image_pixels=max_image_pixels)
     with tf.control_dependencies([_failed_rows(
-        chunk, kept, spec=source.spec, skip_corrupt=skip_corrupt, counter=corrupt_counter,
-        max_image_pixels=max_image_pixels)]):
+        chunk, status, pixels, spec=source.spec, skip_corrupt=skip_corrupt,
+        counter=corrupt_counter, max_image_pixels=max_image_pixels)]):
       kept = tf.identity(kept)
     if image_transform is not None:
       crops = tf.map_fn(
