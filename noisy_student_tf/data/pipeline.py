@@ -107,6 +107,42 @@ class DecodeCounter:
 OK, CORRUPT, TOO_LARGE = 0, 1, 2
 
 
+def _check_max_image_pixels(max_image_pixels):
+  """Raises ValueError unless max_image_pixels is None or >= 0 (0: no limit)."""
+  if max_image_pixels is not None and int(max_image_pixels) < 0:
+    raise ValueError(f'max_image_pixels must be >= 0 (0: no limit), got {max_image_pixels!r}')
+
+
+def _attempt_decode(image_bytes, limit, finish, empty):
+  """(finish(decoded image), status, pixels) for one encoded image, raising where TF's decoder
+  does: an image over `limit` pixels by its header (limit > 0) is never decoded and gives
+  (`empty`, TOO_LARGE, pixels); without a limit pixels is -1 (not read).  Callers catch the
+  errors with tf.data's ignore_errors (CORRUPT)."""
+  def decoded():
+    return finish(preprocessing.decode(image_bytes, None))
+  if not limit:
+    return decoded(), tf.constant(OK), tf.constant(-1, tf.int64)
+  pixels = preprocessing.image_pixels(image_bytes)
+  too_large = pixels > limit
+  return tf.cond(too_large, lambda: empty, decoded), tf.where(too_large, TOO_LARGE, OK), pixels
+
+
+def _stop_on_bad_image(status, source_id, spec, pixels, max_image_pixels):
+  """Assert ops that stop the run with an InvalidArgumentError naming `source_id` and its source
+  `spec` when `status` (a scalar of _try_decode's codes) is CORRUPT or TOO_LARGE (`pixels` by the
+  header, over max_image_pixels)."""
+  where = [source_id, 'in source', spec]
+  return [
+      tf.debugging.Assert(tf.not_equal(status, CORRUPT),
+                          ['corrupt image (cannot decode)'] + where +
+                          ['; pass skip_corrupt / --skip_corrupt to skip such images']),
+      tf.debugging.Assert(tf.not_equal(status, TOO_LARGE),
+                          ['image too large:'] + where + ['has', pixels,
+                           preprocessing.pixel_limit_message(max_image_pixels or 0) +
+                           '; raise the limit or pass skip_corrupt / --skip_corrupt to skip '
+                           'such images'])]
+
+
 def _try_decode(encoded, max_image_pixels=preprocessing.DEFAULT_MAX_IMAGE_PIXELS):
   """(uint8 [H, W, 3] image, status, pixels) without raising: OK with the image; CORRUPT or
   TOO_LARGE (more than max_image_pixels by the header, never decoded) with [1, 1, 3] zeros.
@@ -123,12 +159,7 @@ def _try_decode(encoded, max_image_pixels=preprocessing.DEFAULT_MAX_IMAGE_PIXELS
   # everything they call (preprocessing, RandAugment) costs seconds of CPU in every process.
   @tf.autograph.experimental.do_not_convert
   def attempt_fn(e):
-    if not limit:
-      return preprocessing.decode(e, None), tf.constant(OK), tf.constant(-1, tf.int64)
-    pixels = preprocessing.image_pixels(e)
-    too_large = pixels > limit
-    image = tf.cond(too_large, lambda: empty, lambda: preprocessing.decode(e, None))
-    return image, tf.where(too_large, TOO_LARGE, OK), pixels
+    return _attempt_decode(e, limit, lambda image: image, empty)
 
   attempt = tf.data.Dataset.from_tensors(encoded).map(attempt_fn).ignore_errors()
   fallback = tf.data.Dataset.from_tensors((empty, tf.constant(CORRUPT), tf.constant(-1, tf.int64)))
@@ -140,8 +171,7 @@ def _decode_stage(ds, spec, skip_corrupt, counter,
   """Maps element dicts to dicts with a decoded 'image', handling corrupt and too large images
   (see module doc).  Elements with a 'spec' entry name that source in errors instead of `spec`.
   decode_counter: optional DecodeCounter counting every image decoded."""
-  if max_image_pixels is not None and int(max_image_pixels) < 0:
-    raise ValueError(f'max_image_pixels must be >= 0 (0: no limit), got {max_image_pixels!r}')
+  _check_max_image_pixels(max_image_pixels)
   default_spec = spec
 
   @tf.autograph.experimental.do_not_convert
@@ -159,14 +189,7 @@ def _decode_stage(ds, spec, skip_corrupt, counter,
                               Tout=tf.int64)
       tf.cond(ok, lambda: tf.constant(0, tf.int64), report)
     else:
-      tf.debugging.Assert(tf.not_equal(status, CORRUPT),
-                          ['corrupt image (cannot decode)', d['source_id'], 'in source',
-                           spec, '; pass skip_corrupt / --skip_corrupt to skip such images'])
-      tf.debugging.Assert(tf.not_equal(status, TOO_LARGE),
-                          ['image too large:', d['source_id'], 'in source', spec, 'has', pixels,
-                           preprocessing.pixel_limit_message(max_image_pixels or 0) +
-                           '; raise the limit or pass skip_corrupt / --skip_corrupt to skip '
-                           'such images'])
+      _stop_on_bad_image(status, d['source_id'], spec, pixels, max_image_pixels)
     return {**d, 'image': image, 'ok': ok}
 
   ds = ds.map(decode, num_parallel_calls=_AUTOTUNE, deterministic=True)
@@ -197,16 +220,8 @@ def _failed_rows(chunk, status, pixels, *, spec, skip_corrupt, counter, max_imag
     if skip_corrupt:
       return tf.py_function(counter._record_all, [source_ids, specs, statuses, sizes],
                             Tout=tf.int64)
-    first = [source_ids[0], 'in source', specs[0]]
-    checks = [
-        tf.debugging.Assert(tf.not_equal(statuses[0], CORRUPT),
-                            ['corrupt image (cannot decode)'] + first +
-                            ['; pass skip_corrupt / --skip_corrupt to skip such images']),
-        tf.debugging.Assert(tf.not_equal(statuses[0], TOO_LARGE),
-                            ['image too large:'] + first + ['has', sizes[0],
-                             preprocessing.pixel_limit_message(max_image_pixels or 0) +
-                             '; raise the limit or pass skip_corrupt / --skip_corrupt to skip '
-                             'such images'])]
+    checks = _stop_on_bad_image(statuses[0], source_ids[0], specs[0], sizes[0],
+                                max_image_pixels)
     with tf.control_dependencies(checks):
       return tf.constant(0, tf.int64)
 
@@ -229,15 +244,11 @@ def _crop_chunk(chunk, *, resolution, convention, small_image, max_image_pixels)
   empty = tf.zeros([resolution, resolution, 3], tf.uint8)
 
   def crop(index, image_bytes):
-    def decoded():
-      image = preprocessing.decode(image_bytes, None)
-      return preprocessing.center_crop(image, resolution, convention, small_image)
-    if not limit:
-      return index, decoded(), tf.constant(OK), tf.constant(-1, tf.int64)
-    pixels = preprocessing.image_pixels(image_bytes)
-    too_large = pixels > limit
-    return (index, tf.cond(too_large, lambda: empty, decoded),
-            tf.where(too_large, TOO_LARGE, OK), pixels)
+    image, status, pixels = _attempt_decode(
+        image_bytes, limit,
+        lambda image: preprocessing.center_crop(image, resolution, convention, small_image),
+        empty)
+    return index, image, status, pixels
 
   rows = tf.data.Dataset.from_tensor_slices((tf.range(n), encoded))
   decoded = rows.map(tf.autograph.experimental.do_not_convert(crop)).ignore_errors().batch(
@@ -269,8 +280,7 @@ def make_eval_dataset(source, *, batch_size, resolution, convention, small_image
   decoding them one by one.
   """
   _check_positive(batch_size=batch_size, resolution=resolution)
-  if max_image_pixels is not None and int(max_image_pixels) < 0:
-    raise ValueError(f'max_image_pixels must be >= 0 (0: no limit), got {max_image_pixels!r}')
+  _check_max_image_pixels(max_image_pixels)
   if skip_corrupt and corrupt_counter is None:
     corrupt_counter = CorruptCounter()
   batch_size, resolution = int(batch_size), int(resolution)
