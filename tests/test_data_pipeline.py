@@ -228,7 +228,8 @@ def _corrupt_folder(cifar10_small, tmp_path, n=200, bad=(17, 123)):
   return out, broken
 
 
-def test_unlabeled_folder_with_one_percent_corrupt_is_read_to_the_end(cifar10_small, tmp_path):
+def test_unlabeled_folder_with_one_percent_corrupt_is_read_to_the_end(cifar10_small, tmp_path,
+                                                                     monkeypatch):
   folder, broken = _corrupt_folder(cifar10_small, tmp_path)
   s = sources.as_unlabeled(sources.open_source(f'folder:{folder}'))
   counter = pipeline.CorruptCounter()
@@ -242,10 +243,12 @@ def test_unlabeled_folder_with_one_percent_corrupt_is_read_to_the_end(cifar10_sm
   # whole batches after the skipped images (the images are decoded in chunks)
   assert [len(b['source_id']) for b in batches] == [32] * 6 + [6]
   # batches larger than a decode chunk: the same images in the same order, still whole batches
+  monkeypatch.setattr(pipeline, 'EVAL_CHUNK_PIXELS', 40 * 32 * 32)
+  monkeypatch.setattr(pipeline, 'EVAL_CHUNK', 40)
+  assert pipeline.eval_chunk_size(100, 32) == 40
   big = list(pipeline.make_eval_dataset(
       s, batch_size=100, resolution=32, convention=CONV, small_image=True, skip_corrupt=True,
       keep_encoded=True).as_numpy_iterator())
-  assert pipeline.EVAL_CHUNK < 100
   assert [len(b['source_id']) for b in big] == [100, 98]
   assert [i.decode() for b in big for i in b['source_id']] == ids
   np.testing.assert_array_equal(np.concatenate([b['image'] for b in big]),

@@ -199,9 +199,18 @@ def _decode_stage(ds, spec, skip_corrupt, counter,
 
 
 # Images per element of the evaluation pipeline's decode map: one error-catching dataset per
-# chunk instead of one per image (see _crop_chunk); at most this many, so that the chunks decoded
+# chunk instead of one per image (see _crop_chunk); at most EVAL_CHUNK crops of 224 x 224 pixels
+# or as many crop pixels (more, smaller crops at lower resolutions), so that the chunks decoded
 # side by side on a many-core host hold no more than a few batches' worth of images.
 EVAL_CHUNK = 64
+EVAL_CHUNK_PIXELS = EVAL_CHUNK * 224 * 224
+
+
+def eval_chunk_size(batch_size, resolution):
+  """Images per decode chunk of make_eval_dataset at `batch_size` and `resolution` (ints): at
+  most the batch, and at most EVAL_CHUNK_PIXELS crop pixels (at least EVAL_CHUNK images)."""
+  by_pixels = max(EVAL_CHUNK, EVAL_CHUNK_PIXELS // (int(resolution) * int(resolution)))
+  return min(int(batch_size), by_pixels)
 
 
 def _failed_rows(chunk, status, pixels, *, spec, skip_corrupt, counter, max_image_pixels):
@@ -252,7 +261,7 @@ def _crop_chunk(chunk, *, resolution, convention, small_image, max_image_pixels)
 
   rows = tf.data.Dataset.from_tensor_slices((tf.range(n), encoded))
   decoded = rows.map(tf.autograph.experimental.do_not_convert(crop)).ignore_errors().batch(
-      EVAL_CHUNK)
+      tf.cast(tf.maximum(n, 1), tf.int64))  # the whole chunk in one element
   nothing = tf.data.Dataset.from_tensors(
       (tf.zeros([0], tf.int32), tf.zeros([0, resolution, resolution, 3], tf.uint8),
        tf.zeros([0], tf.int32), tf.zeros([0], tf.int64)))
@@ -276,7 +285,7 @@ def make_eval_dataset(source, *, batch_size, resolution, convention, small_image
   corruption).  skip_corrupt / corrupt_counter / max_image_pixels: see the module docstring.
   Returns a finite dataset of dict batches {'image': float32 [B, R, R, 3], 'label': int64 [B],
   'source_id': string [B], and 'encoded': string [B] when keep_encoded}; the last batch may be
-  smaller.  Images are decoded EVAL_CHUNK at a time (_crop_chunk); the batches are the same as
+  smaller.  Images are decoded eval_chunk_size() at a time (_crop_chunk); the batches are the same as
   decoding them one by one.
   """
   _check_positive(batch_size=batch_size, resolution=resolution)
@@ -284,7 +293,7 @@ def make_eval_dataset(source, *, batch_size, resolution, convention, small_image
   if skip_corrupt and corrupt_counter is None:
     corrupt_counter = CorruptCounter()
   batch_size, resolution = int(batch_size), int(resolution)
-  chunk_size = min(batch_size, EVAL_CHUNK)
+  chunk_size = eval_chunk_size(batch_size, resolution)
 
   @tf.autograph.experimental.do_not_convert
   def prepare(chunk):

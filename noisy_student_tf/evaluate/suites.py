@@ -122,24 +122,42 @@ def _open(spec, options):
 def _predict(loaded, source, options, image_transform=None, convention=None, bar=None):
   """Logits [N, C] and labels [N] of `loaded` on `source` (eval crop, optional transform).
   bar: a progress_lib.Progress of a longer run to count the images in (default: one of its own)."""
+  [logits], labels = _predict_each([loaded], source, options, image_transform, convention, bar)
+  return logits, labels
+
+
+def _same_input(models):
+  """Whether the _Loaded `models` take the same images (resolution, crop, normalisation)."""
+  return len({(m.resolution, m.config.model.small_image, m.config.input) for m in models}) == 1
+
+
+def _predict_each(models, source, options, image_transform=None, convention=None, bar=None):
+  """([logits [N, C] of each of `models`], labels [N]) on `source`: one input pipeline whose
+  batches (eval crop, optional transform: a corruption made once) every model predicts; the
+  models must take the same input (_same_input).  bar: as _predict's."""
   from noisy_student_tf.data import pipeline  # pylint: disable=import-outside-toplevel
+  first = models[0]
+  if not _same_input(models):
+    raise ValueError('models with different inputs cannot share a pipeline: '
+                     + ', '.join(m.model_dir for m in models))
   dataset = pipeline.make_eval_dataset(
-      source, batch_size=options.batch_size, resolution=loaded.resolution,
-      convention=convention or loaded.config.input, small_image=loaded.config.model.small_image,
+      source, batch_size=options.batch_size, resolution=first.resolution,
+      convention=convention or first.config.input, small_image=first.config.model.small_image,
       image_transform=image_transform)
-  logits, labels = [], []
+  logits, labels = [[] for _ in models], []
   with contextlib.ExitStack() as stack:
     if bar is None:
       bar = stack.enter_context(progress_lib.Progress(
-          f'{loaded.model_dir} on {source.spec}', source.num_examples, 'images', loaded.progress,
+          f'{first.model_dir} on {source.spec}', source.num_examples, 'images', first.progress,
           logger=log))
     for batch in dataset:
-      logits.append(loaded.predict(batch['image']).numpy())
+      for out, model in zip(logits, models):
+        out.append(model.predict(batch['image']).numpy())
       labels.append(batch['label'].numpy())
       bar.update(len(labels[-1]))
-  if not logits:
+  if not labels:
     raise ValueError(f'{source.spec!r} yielded no images')
-  return np.concatenate(logits), np.concatenate(labels)
+  return [np.concatenate(out) for out in logits], np.concatenate(labels)
 
 
 def _scores(logits, labels, options):
@@ -204,14 +222,16 @@ def _fmt(v, pct=True):
 
 # ----------------------------------------------------------------------------- corruption runs
 
-def _corruption_errors(loaded, source, names, severities, options, convention=None,
+def _corruption_errors(models, source, names, severities, options, convention=None,
                        spec_for=None, bar=None):
-  """Per corruption: list of per-severity scores. Either transforms `source` with TFDS's
-  functions, or (spec_for) opens a pre-corrupted source per (corruption, severity).
-  bar: the progress_lib.Progress counting the images of the whole suite."""
-  out = {}
+  """Per model of `models` (_Loaded taking the same input): per corruption, the list of
+  per-severity scores.  Either transforms `source` with TFDS's functions (each corrupted copy
+  made once for every model), or (spec_for) opens a pre-corrupted source per (corruption,
+  severity).  bar: the progress_lib.Progress counting the images of the whole suite."""
+  out = [{} for _ in models]
   for name in names:
-    out[name] = []
+    for per in out:
+      per[name] = []
     for s in severities:
       start = time.time()
       if bar is not None:
@@ -219,14 +239,16 @@ def _corruption_errors(loaded, source, names, severities, options, convention=No
       if spec_for is None:
         transform = corruptions_lib.make_image_transform(
             name, s, seed=options.seed, frost_dir=options.frost_dir, work_size=options.work_size)
-        logits, labels = _predict(loaded, source, options, transform, convention, bar)
+        logits, labels = _predict_each(models, source, options, transform, convention, bar)
       else:
-        logits, labels = _predict(loaded, _open(spec_for(name, s), options), options,
-                                  None, convention, bar)
-      score = _scores(logits, labels, options)
-      out[name].append(score)
-      log.info('%s %s severity %d: error %.4f ece %.4f (%d images, %.1fs)', loaded.model_dir,
-               name, s, score['error'], score['ece'], score['num_examples'], time.time() - start)
+        logits, labels = _predict_each(models, _open(spec_for(name, s), options), options,
+                                       None, convention, bar)
+      for per, model, model_logits in zip(out, models, logits):
+        score = _scores(model_logits, labels, options)
+        per[name].append(score)
+        log.info('%s %s severity %d: error %.4f ece %.4f (%d images, %.1fs)', model.model_dir,
+                 name, s, score['error'], score['ece'], score['num_examples'],
+                 time.time() - start)
   return out
 
 
@@ -346,18 +368,25 @@ def run_corruptions(model_dir, options: SuiteOptions, progress='auto'):
             'seed': options.seed, 'work_size': options.work_size}
   start = time.time()
   passes = 1 + len(names) * len(severities)
+  loaded = {}
   for role, d in dirs:
-    loaded = _load(d, options, progress)
-    if source.num_classes is not None and source.num_classes != loaded.config.model.num_classes:
+    loaded[role] = _load(d, options, progress)
+    classes = loaded[role].config.model.num_classes
+    if source.num_classes is not None and source.num_classes != classes:
       raise ValueError(f'{options.eval_data!r} has {source.num_classes} classes but the model in '
-                       f'{d!r} has {loaded.config.model.num_classes}')
-    with progress_lib.Progress(f'corruptions {role}', source.num_examples and
+                       f'{d!r} has {classes}')
+  # A model and its baseline that take the same input see the same corrupted images, made once.
+  groups = [list(loaded)] if _same_input(list(loaded.values())) else [[r] for r in loaded]
+  for roles in groups:
+    models = [loaded[r] for r in roles]
+    with progress_lib.Progress(f'corruptions {" and ".join(roles)}', source.num_examples and
                                passes * source.num_examples, 'images', progress,
                                logger=log) as bar:
       bar.set_postfix('clean')
-      clean = _scores(*_predict(loaded, source, options, bar=bar), options)
-      per = _corruption_errors(loaded, source, names, severities, options, bar=bar)
-    result[role] = _summarise(per, clean)
+      clean_logits, labels = _predict_each(models, source, options, bar=bar)
+      per = _corruption_errors(models, source, names, severities, options, bar=bar)
+    for role, logits, errors in zip(roles, clean_logits, per):
+      result[role] = _summarise(errors, _scores(logits, labels, options))
   if options.baseline_model_dir:
     result.update(_vs_baseline(result['model'], result['baseline']))
   clean = result['model']['clean']
@@ -419,8 +448,8 @@ def run_imagenet_c(model_dir, options: SuiteOptions, progress='auto'):
     clean = (_scores(*_predict(loaded, _open(options.eval_data, options), options), options)
              if options.eval_data else None)
     with progress_lib.Progress(f'imagenet_c {role}', None, 'images', progress, logger=log) as bar:
-      per = _corruption_errors(loaded, None, names, severities, options, convention, spec_for,
-                               bar)
+      [per] = _corruption_errors([loaded], None, names, severities, options, convention,
+                                 spec_for, bar)
     result[role] = _summarise(per, clean)
   errors = result['model']['errors']
   benchmark = [c for c in names if c in robustness.ALEXNET_ERR]
