@@ -324,6 +324,12 @@ def _corruption_table(result, title):
   return '\n'.join(lines) + '\n'
 
 
+def _short_name(model_dir):
+  """The legend name of a model dir: its last two path parts (W/gen1/model -> gen1/model)."""
+  parts = os.path.normpath(model_dir).split(os.sep)
+  return '/'.join(parts[-2:])
+
+
 def _chart(result, title):
   names = result.get('corruptions') or list(result['model']['errors'])
   labels = (['clean'] if result['model']['clean'] else []) + names
@@ -331,10 +337,9 @@ def _chart(result, title):
   def series(summary):
     vals = [summary['mean_error'][c] for c in names]
     return ([summary['clean']['error']] if summary['clean'] else []) + vals
-  s = [('model: ' + os.path.basename(os.path.normpath(result['model_dir'])),
-        series(result['model']))]
+  s = [('model: ' + _short_name(result['model_dir']), series(result['model']))]
   if result.get('baseline'):
-    s.append(('baseline: ' + os.path.basename(os.path.normpath(result['baseline_model_dir'])),
+    s.append(('baseline: ' + _short_name(result['baseline_model_dir']),
               series(result['baseline'])))
   return {'labels': labels, 'series': s, 'ylabel': 'top-1 error (%)', 'title': title}
 
