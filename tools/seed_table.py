@@ -26,6 +26,8 @@ flags.DEFINE_string('output', 'seed_table', 'Output path without extension (.jso
 flags.DEFINE_string('title', 'CIFAR-10-4000 over split seeds', 'Heading of the markdown table.')
 
 CONTROLS = ('labeled_only', 'no_noise')
+# The stages of W/stage_seconds.json a seed's budget counts: the teacher and one student.
+BUDGET_STAGES = ('gen0/train', 'gen0/label', 'gen0/filter', 'gen1/train')
 
 
 def _read(path):
@@ -49,9 +51,7 @@ def work_dir_row(work_dir):
   stages_path = os.path.join(work_dir, 'stage_seconds.json')
   if os.path.exists(stages_path):
     stages = _read(stages_path)
-    row['minutes'] = sum(v for k, v in stages.items()
-                         if k.split('/')[-1] in ('train', 'label', 'filter')
-                         and k.startswith(('gen0/', 'gen1/train'))) / 60
+    row['minutes'] = sum(stages.get(k, 0) for k in BUDGET_STAGES) / 60
   return row
 
 

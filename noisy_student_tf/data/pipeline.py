@@ -285,8 +285,8 @@ def make_eval_dataset(source, *, batch_size, resolution, convention, small_image
   corruption).  skip_corrupt / corrupt_counter / max_image_pixels: see the module docstring.
   Returns a finite dataset of dict batches {'image': float32 [B, R, R, 3], 'label': int64 [B],
   'source_id': string [B], and 'encoded': string [B] when keep_encoded}; the last batch may be
-  smaller.  Images are decoded eval_chunk_size() at a time (_crop_chunk); the batches are the same as
-  decoding them one by one.
+  smaller.  Images are decoded eval_chunk_size() at a time (_crop_chunk); the batches are the
+  same as decoding them one by one.
   """
   _check_positive(batch_size=batch_size, resolution=resolution)
   _check_max_image_pixels(max_image_pixels)
