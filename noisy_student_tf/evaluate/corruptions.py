@@ -12,8 +12,9 @@ What each needs (TFDS reaches them through lazy imports):
 - scikit-image: impulse_noise, glass_blur, brightness, gaussian_blur, saturate;
 - scipy: zoom_blur;  opencv (opencv-python-headless) + scikit-image + scipy: defocus_blur,
   elastic_transform, spatter;
-- snow, motion_blur: the ImageMagick command-line tool (`apt-get install imagemagick`); TFDS calls
-  a binary named 'imagemagick', we point it at `magick` or `convert` when that is real ImageMagick;
+- snow, motion_blur: cv2 + scipy / PIL; TFDS runs ImageMagick's command-line tool
+  (`convert IN -motion-blur RxS+A OUT`) once per image for them, which we answer in-process with
+  evaluate/motion_blur.py (the same pixels as ImageMagick 6 Q16, no binary needed);
 - frost: the 5+ frost pictures of ImageNet-C (frost1.png ... frost6.jpg from hendrycks/robustness
   ImageNet-C/imagenet_c/imagenet_c/frost/, also shipped in the `imagecorruptions` and `imagenet-c`
   pip packages): pass frost_dir, set NS_FROST_DIR, or pip install one of those packages.
@@ -29,7 +30,6 @@ import glob
 import importlib
 import importlib.util
 import os
-import shutil
 import subprocess
 import threading
 import warnings
@@ -37,6 +37,7 @@ import zlib
 
 import numpy as np
 
+from noisy_student_tf.evaluate import motion_blur
 from noisy_student_tf.evaluate.robustness import (IMAGENET_C_CORRUPTIONS,
                                                   IMAGENET_C_EXTRA_CORRUPTIONS, SEVERITIES)
 
@@ -55,7 +56,7 @@ _NEEDS = {
     'gaussian_blur': ('skimage',), 'saturate': ('skimage',), 'zoom_blur': ('scipy',),
     'defocus_blur': ('cv2',), 'elastic_transform': ('cv2', 'skimage', 'scipy'),
     'spatter': ('cv2', 'skimage'),
-    'snow': ('cv2', 'scipy', 'PIL', 'imagemagick'), 'motion_blur': ('cv2', 'PIL', 'imagemagick'),
+    'snow': ('cv2', 'scipy', 'PIL'), 'motion_blur': ('cv2', 'PIL'),
     'frost': ('cv2', 'frost_images'),
 }
 # Keeps numpy's global RNG (which the TFDS functions draw from) private to one call at a time.
@@ -72,20 +73,28 @@ def _has_module(name):
   return importlib.util.find_spec(name) is not None
 
 
-@functools.lru_cache(maxsize=None)
-def imagemagick_binary():
-  """Path of a real ImageMagick command-line tool (`magick`, else `convert`), or None."""
-  for name in ('magick', 'convert'):
-    path = shutil.which(name)
-    if not path:
-      continue
-    try:
-      out = subprocess.run([path, '-version'], capture_output=True, text=True, timeout=20).stdout
-    except (OSError, subprocess.SubprocessError):
-      continue
-    if 'Version: ImageMagick' in out:
-      return path
-  return None
+class _InProcessConvert:
+  """Stands in for the `subprocess` module inside TFDS's corruptions module: its one command,
+  `BINARY IN.png -motion-blur RxS+A OUT`, is run with evaluate/motion_blur.py (same pixels)."""
+  CalledProcessError = subprocess.CalledProcessError
+
+  @staticmethod
+  def check_output(args, **unused_kwargs):
+    """Runs `[binary, in, '-motion-blur', geometry, out]`; returns b''. ValueError otherwise."""
+    from PIL import Image  # pylint: disable=import-outside-toplevel
+    args = [str(a) for a in args]
+    if len(args) != 5 or args[2] != '-motion-blur':
+      raise ValueError(f'unexpected ImageMagick command {args!r}: expected '
+                       '[binary, input, "-motion-blur", geometry, output]')
+    radius, sigma, angle = motion_blur.parse_geometry(args[3])
+    with Image.open(args[1]) as picture:
+      pixels = np.asarray(picture)
+    Image.fromarray(motion_blur.motion_blur(pixels, radius, sigma, angle)).save(
+        args[4], format='PNG')
+    return b''
+
+
+_IN_PROCESS_CONVERT = _InProcessConvert()
 
 
 def _package_frost_dir():
@@ -117,10 +126,7 @@ def _missing(name, frost_dir=None):
   """What corruption `name` lacks here, as a sentence, or None when it can run."""
   missing = []
   for need in _NEEDS[name]:
-    if need == 'imagemagick':
-      if imagemagick_binary() is None:
-        missing.append('the ImageMagick command-line tool (apt-get install imagemagick)')
-    elif need == 'frost_images':
+    if need == 'frost_images':
       if len(frost_files(frost_dir)) < 5:
         missing.append('the ImageNet-C frost pictures frost1.png..frost6.jpg (pass frost_dir / '
                        'set NS_FROST_DIR to a folder holding them, or pip install imagecorruptions)')
@@ -214,11 +220,7 @@ def corrupt(image, name, severity, *, seed=0, frost_dir=None, work_size=None):
     np.random.seed(_image_seed(image, name, int(severity), seed))
     try:
       if name in ('snow', 'motion_blur'):
-        binary = imagemagick_binary()
-        if binary is None:
-          raise ValueError(_missing(name))
-        # TFDS hard-codes the binary name 'imagemagick', which no ImageMagick package installs.
-        module._imagemagick_bin = lambda: binary  # pylint: disable=protected-access
+        module.subprocess = _IN_PROCESS_CONVERT  # its ImageMagick call, answered in-process
       if name == 'frost':
         files = frost_files(frost_dir)
         if len(files) < 5:
