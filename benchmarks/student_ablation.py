@@ -12,6 +12,9 @@ model for the same number of steps (--steps; NAME@STEPS overrides it), with the 
   no_noise      no RandAugment, dropout 0, stochastic depth 0 (the paper's "noise" off)
   hard          hard pseudo-labels (argmax), labeled and filtered as the recipe's soft ones
   soft_t2       soft pseudo-labels at temperature 2 (flatter targets)
+  conf07        the recipe's soft pseudo-labels, kept only at the teacher's confidence >= 0.7
+                (filtered and balanced again; fewer, cleaner pseudo-labels)
+  hard_conf07   hard pseudo-labels (argmax), kept only at confidence >= 0.7
   ratio1        1 pseudo-labeled row per labeled row instead of the recipe's ratio
   ratio1_same_rows   ratio 1, with as many steps as give the recipe's number of rows
   scratch       the student starts from random weights instead of the teacher's
@@ -55,6 +58,8 @@ VARIANTS = {
     'no_noise': 'no RandAugment / dropout / stochastic depth',
     'hard': 'hard pseudo-labels',
     'soft_t2': 'soft pseudo-labels, temperature 2',
+    'conf07': 'soft pseudo-labels, threshold 0.7',
+    'hard_conf07': 'hard pseudo-labels, threshold 0.7',
     'ratio1': 'pseudo ratio 1 (same steps)',
     'ratio1_same_rows': 'pseudo ratio 1 (same rows)',
     'scratch': 'student from scratch',
@@ -107,9 +112,9 @@ def load_recipe(work_dir):
   return config, teacher_eval
 
 
-def _relabel(recipe, out_dir, **label_overrides):
-  """Labels and filters the unlabeled data again with other label settings; returns the balanced
-  folder (skipped when already done)."""
+def _relabel(recipe, out_dir, filter_overrides=None, **label_overrides):
+  """Labels and filters the unlabeled data again with other label (and filter) settings; returns
+  the balanced folder (skipped when already done)."""
   from noisy_student_tf.selftrain import filter as filter_lib  # pylint: disable=g-import-not-at-top
   from noisy_student_tf.selftrain import label as label_lib  # pylint: disable=g-import-not-at-top
   label_config = dataclasses.replace(recipe.label_config(0),
@@ -117,7 +122,8 @@ def _relabel(recipe, out_dir, **label_overrides):
   if not label_lib.is_complete(label_config.output_dir):
     label_lib.label(label_config)
   filter_config = dataclasses.replace(recipe.filter_config(0), input=label_config.output_dir,
-                                      output_dir=os.path.join(out_dir, 'balanced'))
+                                      output_dir=os.path.join(out_dir, 'balanced'),
+                                      **(filter_overrides or {}))
   if not filter_lib.is_complete(filter_config.output_dir):
     filter_lib.filter_records(filter_config)
   return filter_config.output_dir
@@ -156,6 +162,11 @@ def variant_train_config(recipe, name, steps, out_dir):
     flat = _relabel(recipe, out_dir, temperature=2.0)
     train_config = dataclasses.replace(train_config,
                                        pseudo='pseudo:' + os.path.join(flat, '*.tfrecord'))
+  elif name in ('conf07', 'hard_conf07'):
+    label = dict(label_type='hard') if name == 'hard_conf07' else {}
+    kept = _relabel(recipe, out_dir, filter_overrides=dict(threshold=0.7), **label)
+    train_config = dataclasses.replace(train_config,
+                                       pseudo='pseudo:' + os.path.join(kept, '*.tfrecord'))
   return train_config, controls.rows_per_step(train_config)
 
 

@@ -91,13 +91,19 @@ def test_sigkill_at_random_stage_then_rerun_completes(killed_then_rerun):
   gallery = json.loads((work / 'gen0' / 'gallery' / 'gallery.json').read_text())
   names = gallery['classes_shown']
   wrong = collections.defaultdict(list)
+  confusion = [[0] * len(names) for _ in names]  # rows: the hidden label
   for i, r in enumerate(read_records(work / 'gen0' / 'pseudo')):
+    confusion[names.index(r['source_id'].split('/')[0])][r['label']] += 1
     if r['source_id'].split('/')[0] != names[r['label']]:
       wrong[r['label']].append((-r['confidence'], i, r['source_id']))
   assert gallery['selected']['wrong'] == {
       n: [sid for *_, sid in sorted(wrong[c])[:8]] for c, n in enumerate(names)}
   assert '](gen0/gallery/pseudo_gallery.png)' in report_md
-  assert (work / 'gen0' / 'gallery' / 'pseudo_accuracy.png').exists()
+  for name in ('pseudo_accuracy.png', 'pseudo_confusion.png', 'pseudo_reliability.png'):
+    assert (work / 'gen0' / 'gallery' / name).exists(), name
+    assert f'](gen0/gallery/{name})' in report_md
+  assert gallery['confusion']['classes'] == names and gallery['confusion']['counts'] == confusion
+  assert sum(map(sum, confusion)) == sum(gallery['reliability']['records']) == 330
   assert (work / 'report.png').stat().st_size > 1000
   assert (work / 'gen0' / 'balanced' / 'plot.png').exists()
 

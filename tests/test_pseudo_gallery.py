@@ -1,7 +1,8 @@
 """The pseudo-label gallery: the selection (most confident, nearest the threshold, confidently
 wrong) is exact on real CIFAR-10 JPEGs with known probabilities, the PNG has the grid's size and
-layout, TensorBoard gets the same images, a finished gallery is not redone, memory stays bounded
-by classes x per_class, and the standalone tool writes its PNGs."""
+layout, the confusion matrix and the reliability bins are the direct counts and their figures name
+the classes, TensorBoard gets the same images, a finished gallery is not redone, memory stays
+bounded by classes x per_class, and the standalone tool writes its PNGs."""
 
 import io
 import os
@@ -106,6 +107,31 @@ def test_selection_is_exact(labeled):
     assert selection.correct_above[c] == sum(r['label'] == r['truth'] for r in above)
   assert selection.accuracy()[NO_WRONG_CLASS] == 1.0
 
+  confusion = np.zeros((NUM_CLASSES, NUM_CLASSES), np.int64)
+  for r in rows:
+    confusion[r['truth'], r['label']] += 1
+  assert np.array_equal(selection.confusion, confusion)
+  assert np.array_equal(np.diag(selection.confusion), selection.correct)
+  assert not selection.confusion[:, NO_WRONG_CLASS].sum() - selection.correct[NO_WRONG_CLASS]
+  rates = selection.confusion_rates()
+  assert np.allclose(rates.sum(axis=1), 1.0) and rates[3, 3] == confusion[3, 3] / PER_FOLDER
+  # Reliability: bin b holds b/10 <= confidence < (b+1)/10 (confidences on a 0.01 grid, so the
+  # edges themselves occur: 0.3 and 0.7 belong to bins 3 and 7).
+  conf = np.array([float(r['confidence']) for r in rows])
+  right = np.array([r['label'] == r['truth'] for r in rows])
+  index = np.minimum(np.round(conf * 100).astype(int) // 10, 9)  # 1.0 is in the last bin
+  assert np.array_equal(selection.bin_compared, np.bincount(index, minlength=10))
+  assert np.array_equal(selection.bin_correct, np.bincount(index[right], minlength=10))
+  assert selection.bin_compared[:1].sum() == 0 and selection.bin_compared[1] > 0  # from 0.15
+  accuracy, mean_conf = selection.reliability()
+  full = selection.bin_compared > 0
+  assert np.isnan(accuracy[0]) and np.isnan(mean_conf[0])
+  expected_conf = np.bincount(index, conf, 10)[full] / selection.bin_compared[full]
+  assert np.allclose(mean_conf[full], expected_conf, atol=1e-6)
+  ece = sum(np.sum(index == b) / len(rows) * abs(right[index == b].mean() - conf[index == b].mean())
+            for b in range(10) if np.any(index == b))
+  assert selection.calibration_error() == pytest.approx(ece, abs=1e-6)
+
 
 def selection_class_name(labeled, label):
   return labeled[2].class_names[label]
@@ -130,7 +156,18 @@ def test_write_gallery_png_layout_tensorboard_and_resume(labeled, tmp_path):
                                       truth_spec=truth_spec, per_class=PER_CLASS, step=3,
                                       title='generation 3')
   assert info['classes_shown'] == list(source.class_names)
-  assert info['pngs'] == [pseudo_gallery.GALLERY_PNG, pseudo_gallery.ACCURACY_PNG]
+  assert info['pngs'] == [pseudo_gallery.GALLERY_PNG, pseudo_gallery.ACCURACY_PNG,
+                          pseudo_gallery.CONFUSION_PNG, pseudo_gallery.RELIABILITY_PNG]
+  truth = pseudo_gallery.source_labels(truth_spec, num_classes=NUM_CLASSES)
+  selection = gallery_selection.select_from_records(glob, THRESHOLD, truth=truth)
+  whole = np.load(out / pseudo_gallery.CONFUSION_NPY)
+  assert np.array_equal(whole, selection.confusion) and whole.sum() == len(rows)
+  assert info['confusion']['counts'] == selection.confusion.tolist()
+  assert info['confusion']['classes'] == list(source.class_names)
+  assert info['confusion']['true_class_records'] == [PER_FOLDER] * NUM_CLASSES
+  assert info['reliability']['records'] == selection.bin_compared.tolist()
+  assert sum(info['reliability']['agreeing']) == sum(r['label'] == r['truth'] for r in rows)
+  assert len(info['reliability']['bin_edges']) == 11
   png = Image.open(out / pseudo_gallery.GALLERY_PNG)
   size = gallery_figures.grid_pixel_size(NUM_CLASSES, 3, PER_CLASS, 'generation 3')
   assert png.size == size
@@ -149,7 +186,7 @@ def test_write_gallery_png_layout_tensorboard_and_resume(labeled, tmp_path):
   assert tile(NO_WRONG_CLASS, 1, PER_CLASS - 1).std() > 10  # 40 records: every slot filled
 
   events = _events(out / pseudo_gallery.TENSORBOARD_DIR)
-  assert set(events) == {pseudo_gallery.GALLERY_TAG, pseudo_gallery.ACCURACY_TAG}
+  assert set(events) == set(pseudo_gallery.PNG_FILES)
   width, height, encoded = events[pseudo_gallery.GALLERY_TAG]
   assert (width, height) == size
   assert np.array_equal(np.asarray(Image.open(io.BytesIO(encoded)).convert('RGB')),
@@ -166,10 +203,40 @@ def test_write_gallery_png_layout_tensorboard_and_resume(labeled, tmp_path):
                                         max_classes=3)
   assert redone['made_from']['threshold'] == 0.9 and redone['accuracy'] is None
   assert redone['pngs'] == [pseudo_gallery.GALLERY_PNG]
-  assert not (out / pseudo_gallery.ACCURACY_PNG).exists()
+  assert redone['confusion'] is None and redone['reliability'] is None
+  for name in (pseudo_gallery.ACCURACY_PNG, pseudo_gallery.CONFUSION_PNG,
+               pseudo_gallery.RELIABILITY_PNG, pseudo_gallery.CONFUSION_NPY):
+    assert not (out / name).exists(), name
   assert set(_events(out / pseudo_gallery.TENSORBOARD_DIR)) == {pseudo_gallery.GALLERY_TAG}
   assert Image.open(out / pseudo_gallery.GALLERY_PNG).size == gallery_figures.grid_pixel_size(
       3, 2, 2)
+
+
+def test_confusion_and_reliability_figures_name_the_classes(labeled):
+  glob, truth_spec, source, _, teacher = labeled
+  selection, names, classes, _ = pseudo_gallery.gallery_images(
+      glob, THRESHOLD, model_dir=teacher, truth_spec=truth_spec, max_classes=4)
+  rates = selection.confusion_rates()[np.ix_(classes, classes)]
+  fig = gallery_figures.confusion_figure([names[c] for c in classes], rates,
+                                         selection.confusion.sum(axis=1)[classes], 'g0', 'note')
+  ax = fig.axes[0]
+  assert [t.get_text() for t in ax.get_xticklabels()] == list(source.class_names[:4])
+  assert [t.get_text() for t in ax.get_yticklabels()] == [
+      f'{n} ({PER_FOLDER})' for n in source.class_names[:4]]
+  cells = {(round(t.get_position()[1]), round(t.get_position()[0])): t.get_text()
+           for t in ax.texts}
+  assert cells[(0, 0)] == f'{100 * rates[0, 0]:.0f}'
+  assert ax.images[0].get_array().shape == (4, 4)
+  fig.clf()
+  accuracy, confidence = selection.reliability()
+  fig = gallery_figures.reliability_figure(selection.bin_edges(), accuracy, confidence,
+                                           selection.bin_compared, THRESHOLD)
+  ax = fig.axes[0]
+  heights = [p.get_height() for p in ax.patches]
+  assert np.allclose(heights, 100 * np.nan_to_num(accuracy))
+  assert [t.get_text() for t in ax.texts] == [
+      f'{c:,}' for c in selection.bin_compared if c > 0]
+  fig.clf()
 
 
 def test_selector_memory_is_bounded_by_classes_times_per_class():
@@ -227,5 +294,6 @@ def test_tool_writes_the_pngs_and_summaries(labeled, tmp_path):
                        capture_output=True, text=True, timeout=300)
   assert run.returncode == 0, run.stderr[-2000:]
   assert Image.open(out).size == gallery_figures.grid_pixel_size(5, 3, 4)
-  assert (tmp_path / 'g_accuracy.png').exists()
-  assert set(_events(tmp_path / 'tb')) == {pseudo_gallery.GALLERY_TAG, pseudo_gallery.ACCURACY_TAG}
+  for suffix in ('accuracy', 'confusion', 'reliability'):
+    assert (tmp_path / f'g_{suffix}.png').exists(), suffix
+  assert set(_events(tmp_path / 'tb')) == set(pseudo_gallery.PNG_FILES)

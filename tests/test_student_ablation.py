@@ -78,3 +78,21 @@ def test_labeled_only_keeps_rows_and_schedule(ablation, recipe, tmp_path):
       base.base_learning_rate * base.batch_size)
   assert only.warmup_epochs / only.batch_size == pytest.approx(
       base.warmup_epochs / base.batch_size)
+
+
+@pytest.mark.parametrize('name,label,threshold', [('hard', 'hard', None), ('soft_t2', None, None),
+                                                  ('conf07', None, 0.7),
+                                                  ('hard_conf07', 'hard', 0.7)])
+def test_pseudo_label_variants_relabel_with_their_settings(ablation, recipe, tmp_path,
+                                                           monkeypatch, name, label, threshold):
+  calls = []
+
+  def relabel(config, out_dir, filter_overrides=None, **label_overrides):
+    calls.append((filter_overrides or {}, label_overrides))
+    return os.path.join(out_dir, 'balanced')
+  monkeypatch.setattr(ablation, '_relabel', relabel)
+  config, _ = ablation.variant_train_config(recipe, name, 7, str(tmp_path / name))
+  (filters, labels), = calls
+  assert labels.get('label_type') == label and filters.get('threshold') == threshold
+  assert config.pseudo == 'pseudo:' + os.path.join(str(tmp_path / name), 'balanced', '*.tfrecord')
+  assert config.train_steps == 7 and config.randaug_layers == 2

@@ -6,9 +6,10 @@ Usage:
     [--model_dir=W/gen0/model] [--truth=folder:W/data/unlabeled] [--threshold=0.3] \
     [--per_class=8] [--max_classes=20] [--tensorboard_dir=/tmp/tb]
 
-Writes OUT (the grid) and, when --truth gives true labels, OUT's name with `_accuracy` before the
-extension (per-class pseudo-label accuracy); with --tensorboard_dir, the same images as TensorBoard
-image summaries.  ns-pipeline draws the same figures for every generation into W/gen<g>/gallery/.
+Writes OUT (the grid) and, when --truth gives true labels, beside it OUT's name with `_accuracy`
+(per-class pseudo-label accuracy), `_confusion` (true labels against pseudo-labels) and
+`_reliability` (accuracy by the teacher's confidence) before the extension; with --tensorboard_dir,
+the same images as TensorBoard image summaries.  ns-pipeline draws the same figures for every generation into W/gen<g>/gallery/.
 """
 
 import os
@@ -25,8 +26,9 @@ def define_flags():
   """Defines the tool's flags (only when run as a script)."""
   flags.DEFINE_string('records', None, 'Pseudo-label records: a folder written by ns-label, a glob '
                       "such as 'W/gen0/pseudo/*.tfrecord', or pseudo:GLOB.")
-  flags.DEFINE_string('out', None, 'The grid PNG to write; the accuracy chart goes beside it as '
-                      '<name>_accuracy.png.')
+  flags.DEFINE_string('out', None, 'The grid PNG to write; with --truth the accuracy chart, the '
+                      'confusion matrix and the reliability diagram go beside it as '
+                      '<name>_accuracy.png, <name>_confusion.png and <name>_reliability.png.')
   flags.DEFINE_string('model_dir', None, "The teacher's model dir, for its class names "
                       "(config.json); unset: class numbers.")
   flags.DEFINE_string('truth', None, 'Source spec of the labeled images that were pseudo-labeled '
@@ -42,10 +44,10 @@ def define_flags():
   flags.DEFINE_string('title', '', 'Title above the figures.')
 
 
-def accuracy_path(out):
-  """'X_accuracy.png' for out 'X.png'."""
+def companion_path(out, suffix):
+  """'X_<suffix>.png' for out 'X.png'."""
   stem, ext = os.path.splitext(out)
-  return stem + '_accuracy' + (ext or '.png')
+  return f'{stem}_{suffix}' + (ext or '.png')
 
 
 def main(argv):
@@ -63,7 +65,9 @@ def main(argv):
   except ValueError as e:
     raise SystemExit(f'pseudo_gallery: {e}') from None
   paths = {pseudo_gallery.GALLERY_TAG: FLAGS.out,
-           pseudo_gallery.ACCURACY_TAG: accuracy_path(FLAGS.out)}
+           pseudo_gallery.ACCURACY_TAG: companion_path(FLAGS.out, 'accuracy'),
+           pseudo_gallery.CONFUSION_TAG: companion_path(FLAGS.out, 'confusion'),
+           pseudo_gallery.RELIABILITY_TAG: companion_path(FLAGS.out, 'reliability')}
   for tag, png in images.items():
     gallery_figures.write_png(paths[tag], png)
     print(paths[tag])

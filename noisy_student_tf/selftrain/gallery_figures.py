@@ -149,6 +149,83 @@ def accuracy_bars_png(class_names: Sequence[str], series, title: str = '') -> by
   return _png_bytes(plt, fig)
 
 
+def confusion_figure(class_names: Sequence[str], rates, counts, title: str = '', note: str = ''):
+  """The matplotlib figure of a confusion matrix: rates float [C, C] (rows: true class, each
+  normalised over all its records; NaN: no record), counts int [C] (records per true class, shown
+  beside the row names); class names on both axes, cells annotated in percent up to 25 classes.
+  note: a line under the title (e.g. which classes are shown).  The caller closes it."""
+  plt = _pyplot()
+  rates = np.asarray(rates, np.float64)
+  n = len(class_names)
+  side = min(max(5.0, 0.5 * n + 2.5), 30.0)
+  fig, ax = plt.subplots(figsize=(side + 1.5, side), dpi=DPI)
+  image = ax.imshow(100 * rates, cmap='Blues', vmin=0, vmax=100)
+  fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label='% of the true class\'s records')
+  ax.set_xticks(np.arange(n))
+  ax.set_xticklabels(class_names, rotation=45, ha='right')
+  ax.set_yticks(np.arange(n))
+  ax.set_yticklabels([f'{name} ({int(c)})' for name, c in zip(class_names, counts)])
+  ax.set_xlabel('pseudo-label (the teacher\'s class)')
+  ax.set_ylabel('true (hidden) label (records)')
+  if n <= 25:
+    for i in range(n):
+      for j in range(n):
+        if not np.isnan(rates[i, j]) and rates[i, j] >= 0.005:
+          ax.text(j, i, f'{100 * rates[i, j]:.0f}', ha='center', va='center', fontsize=8,
+                  color='white' if rates[i, j] > 0.5 else 'black')
+  ax.set_title('\n'.join(t for t in (title, note) if t))
+  fig.tight_layout()
+  return fig
+
+
+def confusion_png(class_names: Sequence[str], rates, counts, title: str = '',
+                  note: str = '') -> bytes:
+  """`confusion_figure` as PNG bytes."""
+  return _png_bytes(_pyplot(), confusion_figure(class_names, rates, counts, title, note))
+
+
+def reliability_figure(edges, accuracy, confidence, counts, threshold=None, title: str = ''):
+  """The matplotlib figure of a reliability diagram: per confidence bin (edges float [B + 1]) the
+  share of pseudo-labels that agree with the true label (bars, accuracy float [B], NaN: empty)
+  against the diagonal of perfect calibration, the bins' mean confidence (points), the records
+  per bin (counts, above the bars) and the filter threshold (a dashed line).  The caller closes
+  it."""
+  plt = _pyplot()
+  edges = np.asarray(edges, np.float64)
+  accuracy, confidence = (np.asarray(a, np.float64) for a in (accuracy, confidence))
+  counts = np.asarray(counts, np.int64)
+  centers, widths = (edges[:-1] + edges[1:]) / 2, np.diff(edges)
+  fig, ax = plt.subplots(figsize=(6.5, 5), dpi=DPI)
+  ax.bar(100 * centers, 100 * np.nan_to_num(accuracy), 100 * widths * 0.9, color='tab:blue',
+         label='pseudo-labels agreeing with the true label')
+  ax.plot([0, 100], [0, 100], color='gray', linestyle=':', label='perfect calibration')
+  full = counts > 0
+  ax.plot(100 * confidence[full], 100 * accuracy[full], 'o', color='tab:orange',
+          label='at the bin\'s mean confidence')
+  for x, a, c in zip(centers[full], accuracy[full], counts[full]):
+    ax.text(100 * x, 100 * a + 1.5, f'{c:,}', ha='center', va='bottom', fontsize=7)
+  if threshold is not None:
+    ax.axvline(100 * threshold, color='tab:red', linestyle='--',
+               label=f'filter threshold {threshold:g}')
+  ax.set_xlim(0, 100)
+  ax.set_ylim(0, 108)
+  ax.set_xlabel('teacher\'s confidence (%), bins; above each bar its records')
+  ax.set_ylabel('pseudo-label accuracy (%)')
+  ax.legend(loc='upper left', fontsize='small')
+  ax.grid(alpha=0.3)
+  if title:
+    ax.set_title(title)
+  fig.tight_layout()
+  return fig
+
+
+def reliability_png(edges, accuracy, confidence, counts, threshold=None,
+                    title: str = '') -> bytes:
+  """`reliability_figure` as PNG bytes."""
+  return _png_bytes(_pyplot(), reliability_figure(edges, accuracy, confidence, counts, threshold,
+                                                  title))
+
+
 def write_png(path, png: bytes):
   """Writes PNG bytes to `path` through a temporary name in the same folder and a rename."""
   os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)

@@ -5,12 +5,14 @@ For each pseudo-label class (the teacher's argmax) three categories of at most `
   near_threshold   the closest to the filter's threshold, either side (ties: the earlier record)
   wrong            where the true label is known: the most confident whose pseudo-label differs
                    from it (the teacher's confident mistakes)
-plus, per class, how many pseudo-labels agree with known true labels (over all records and over
-those at or above the threshold: what the student trains on).
+plus, where true labels are known: per class, how many pseudo-labels agree with them (over all
+records and over those at or above the threshold: what the student trains on); the confusion
+matrix of true labels against pseudo-labels; and the teacher's reliability, the agreement by
+confidence bin (RELIABILITY_BINS equal bins of [0, 1]).
 
-`GallerySelector` keeps one bounded min-heap per class and category, so memory depends on
-classes x per_class, never on the number of records; `select_from_records` feeds it from
-pseudo-label record files (data/records.py).
+`GallerySelector` keeps one bounded min-heap per class and category and the classes x classes
+counts, so memory depends on the class count and per_class, never on the number of records;
+`select_from_records` feeds it from pseudo-label record files (data/records.py).
 """
 
 import dataclasses
@@ -25,6 +27,7 @@ from noisy_student_tf.selftrain import shards
 
 CATEGORIES = ('confident', 'near_threshold', 'wrong')
 DEFAULT_PER_CLASS = 8
+RELIABILITY_BINS = 10
 UNKNOWN = -1  # true label of a record whose source has no label for it
 _FEATURES = {'image/encoded': tf.io.FixedLenFeature([], tf.string),
              'image/source_id': tf.io.FixedLenFeature([], tf.string, default_value=''),
@@ -56,7 +59,11 @@ class Selection:
   tiles: {category: [list of Tiles per class, best first]} (one list per class, maybe empty).
   compared / correct / compared_above / correct_above: int64 [C] per pseudo-label class, the
   records with a known true label and how many of them agree (all records; those with confidence
-  >= threshold).  num_records: records read.
+  >= threshold).  num_records: records read.  confusion: int64 [C, C], records with a known true
+  label by (true label, pseudo-label).  bin_compared / bin_correct: int64 [B], those records and
+  the agreeing ones per confidence bin (bin b holds b/B <= confidence < (b+1)/B, edges compared in
+  float32 as the confidences are stored; the last bin also holds 1.0); bin_confidence_sum:
+  float64 [B], the sum of their confidences.
   """
   threshold: float
   per_class: int
@@ -67,6 +74,10 @@ class Selection:
   compared_above: np.ndarray
   correct_above: np.ndarray
   num_records: int
+  confusion: np.ndarray = None
+  bin_compared: np.ndarray = None
+  bin_correct: np.ndarray = None
+  bin_confidence_sum: np.ndarray = None
 
   @property
   def has_truth(self):
@@ -80,24 +91,56 @@ class Selection:
     with np.errstate(invalid='ignore', divide='ignore'):
       return np.where(n > 0, ok / np.maximum(n, 1), np.nan)
 
+  def bin_edges(self):
+    """The reliability bins' edges, float64 [B + 1] from 0 to 1."""
+    return np.linspace(0.0, 1.0, len(self.bin_compared) + 1)
+
+  def reliability(self):
+    """The teacher's reliability over the records with a known true label: (accuracy, mean
+    confidence), float64 [B] each per confidence bin (NaN for an empty bin)."""
+    n = self.bin_compared
+    with np.errstate(invalid='ignore', divide='ignore'):
+      return (np.where(n > 0, self.bin_correct / np.maximum(n, 1), np.nan),
+              np.where(n > 0, self.bin_confidence_sum / np.maximum(n, 1), np.nan))
+
+  def calibration_error(self):
+    """The pseudo-labels' expected calibration error over the bins, sum of n_b / N x |accuracy_b -
+    mean confidence_b| (a fraction), or NaN without known true labels."""
+    total = self.bin_compared.sum()
+    if not total:
+      return float('nan')
+    accuracy, confidence = self.reliability()
+    full = self.bin_compared > 0
+    return float(np.sum(self.bin_compared[full] / total *
+                        np.abs(accuracy[full] - confidence[full])))
+
+  def confusion_rates(self):
+    """The confusion matrix normalised per true class (rows sum to 1; a true class without
+    records is a row of NaN), float64 [C, C]."""
+    totals = self.confusion.sum(axis=1, keepdims=True)
+    with np.errstate(invalid='ignore', divide='ignore'):
+      return np.where(totals > 0, self.confusion / np.maximum(totals, 1), np.nan)
+
 
 class GallerySelector:
   """Keeps, per class and category, the best `per_class` records seen so far.
 
-  `GallerySelector(num_classes, threshold, per_class=8)`; `add(labels, confidences, source_ids,
+  `GallerySelector(num_classes, threshold, per_class=8, bins=RELIABILITY_BINS)`; `add(labels, confidences, source_ids,
   encoded, true_labels)` per batch (numpy arrays of one length; true_labels UNKNOWN where not
   known); `result()` gives the Selection.  `num_kept()` is the number of records held, never more
   than len(CATEGORIES) x num_classes x per_class.  A source id already kept in a class's category
   is not kept again (balanced sets repeat records).
   """
 
-  def __init__(self, num_classes, threshold, per_class=DEFAULT_PER_CLASS):
+  def __init__(self, num_classes, threshold, per_class=DEFAULT_PER_CLASS, bins=RELIABILITY_BINS):
     if not (isinstance(num_classes, (int, np.integer)) and num_classes > 0):
       raise ValueError(f'num_classes must be a positive integer, got {num_classes!r}')
     if not 0.0 <= threshold <= 1.0:
       raise ValueError(f'threshold must be in [0, 1], got {threshold!r}')
     if not (isinstance(per_class, (int, np.integer)) and per_class > 0):
       raise ValueError(f'per_class must be a positive integer, got {per_class!r}')
+    if not (isinstance(bins, (int, np.integer)) and bins > 0):
+      raise ValueError(f'bins must be a positive integer, got {bins!r}')
     self.num_classes, self.threshold, self.per_class = int(num_classes), float(threshold), per_class
     # Min-heaps of (score, -position, Tile): the root is the entry to evict (lowest score, and of
     # equal scores the latest record, so that earlier records win ties).
@@ -108,6 +151,9 @@ class GallerySelector:
     shape = self.num_classes
     self.compared, self.correct = np.zeros(shape, np.int64), np.zeros(shape, np.int64)
     self.compared_above, self.correct_above = np.zeros(shape, np.int64), np.zeros(shape, np.int64)
+    self.confusion = np.zeros((shape, shape), np.int64)
+    self.bin_compared, self.bin_correct = np.zeros(bins, np.int64), np.zeros(bins, np.int64)
+    self.bin_confidence_sum = np.zeros(bins, np.float64)
     self.num_records = 0
 
   def num_kept(self):
@@ -134,6 +180,13 @@ class GallerySelector:
     if n and (labels.min() < 0 or labels.max() >= self.num_classes):
       raise ValueError(f'pseudo/label out of range [0, {self.num_classes}): min {labels.min()}, '
                        f'max {labels.max()}')
+    known_truth = truth[truth != UNKNOWN]
+    if len(known_truth) and (known_truth.min() < 0 or known_truth.max() >= self.num_classes):
+      raise ValueError(f'true label out of range [0, {self.num_classes}): min '
+                       f'{known_truth.min()}, max {known_truth.max()}')
+    if n and not (np.all(confidences >= 0) and np.all(confidences <= 1)):
+      raise ValueError(f'pseudo/confidence outside [0, 1]: min {confidences.min()}, max '
+                       f'{confidences.max()}')
     positions = np.arange(self.num_records, self.num_records + n)
     self.num_records += n
     known = truth != UNKNOWN
@@ -142,6 +195,15 @@ class GallerySelector:
     for counts, mask in ((self.compared, known), (self.correct, right),
                          (self.compared_above, known & above), (self.correct_above, right & above)):
       counts += np.bincount(labels[mask], minlength=self.num_classes)
+    np.add.at(self.confusion, (truth[known], labels[known]), 1)
+    bins = len(self.bin_compared)
+    # Edges in float32, as the confidences are stored: a confidence of 0.7 (float32) is in the bin
+    # from 0.7, not below it as float64 arithmetic would put it.
+    inner_edges = np.linspace(0.0, 1.0, bins + 1).astype(np.float32)[1:-1]
+    index = np.searchsorted(inner_edges, confidences[known], side='right')
+    self.bin_compared += np.bincount(index, minlength=bins)
+    self.bin_correct += np.bincount(index[right[known]], minlength=bins)
+    self.bin_confidence_sum += np.bincount(index, confidences[known].astype(np.float64), bins)
     for category in CATEGORIES:
       eligible = (known & ~right) if category == 'wrong' else np.ones(n, bool)
       scores = self._scores(category, confidences)
@@ -171,7 +233,8 @@ class GallerySelector:
              for c in CATEGORIES}
     return Selection(self.threshold, self.per_class, self.num_classes, tiles, self.compared.copy(),
                      self.correct.copy(), self.compared_above.copy(), self.correct_above.copy(),
-                     self.num_records)
+                     self.num_records, self.confusion.copy(), self.bin_compared.copy(),
+                     self.bin_correct.copy(), self.bin_confidence_sum.copy())
 
 
 def _batches(files, batch_size):

@@ -2,7 +2,8 @@
 
 The images: the most confident, those nearest the filter threshold and, where true labels are
 known, the confidently wrong ones, chosen in one bounded streaming pass (gallery_selection.py);
-with true labels also the accuracy of every class's pseudo-labels.  A record's true label comes
+with true labels also the accuracy of every class's pseudo-labels, their confusion matrix and the
+teacher's reliability (accuracy by confidence bin).  A record's true label comes
 from the source that was labeled, looked up by `image/source_id` (`source_labels`): with
 ns-pipeline's `--labeled_per_class` that is W/data/unlabeled/<class>/..., whose folder is the
 hidden class.  Class names come from the teacher's model dir (config.json).
@@ -11,6 +12,12 @@ hidden class.  Class names come from the teacher's model dir (config.json).
   pseudo_gallery.png    rows: classes; column groups: most confident | nearest the threshold |
                         confidently wrong; captions: confidence and, when known, the true label
   pseudo_accuracy.png   per-class pseudo-label accuracy (only with true labels)
+  pseudo_confusion.png  true labels against pseudo-labels, each true class's row in percent of its
+                        records (only with true labels; the classes shown)
+  pseudo_reliability.png  pseudo-label accuracy by the teacher's confidence, against the diagonal,
+                        with the records per bin and the threshold (only with true labels)
+  confusion.npy         the whole confusion matrix, int64 [C, C] (rows: true label; columns:
+                        pseudo-label; only with true labels)
   tensorboard/          the same images as TensorBoard image summaries (step: the generation)
   gallery.json          what was selected and what from; written last: the completion marker
 """
@@ -35,11 +42,17 @@ CATEGORY_TITLES = {'confident': 'most confident', 'near_threshold': 'nearest the
                    'wrong': 'confidently wrong'}
 GALLERY_PNG = 'pseudo_gallery.png'
 ACCURACY_PNG = 'pseudo_accuracy.png'
+CONFUSION_PNG = 'pseudo_confusion.png'
+RELIABILITY_PNG = 'pseudo_reliability.png'
+CONFUSION_NPY = 'confusion.npy'
 TENSORBOARD_DIR = 'tensorboard'
 GALLERY_JSON = 'gallery.json'
 GALLERY_TAG = 'pseudo_labels/gallery'
 ACCURACY_TAG = 'pseudo_labels/accuracy'
-PNG_FILES = {GALLERY_TAG: GALLERY_PNG, ACCURACY_TAG: ACCURACY_PNG}
+CONFUSION_TAG = 'pseudo_labels/confusion'
+RELIABILITY_TAG = 'pseudo_labels/reliability'
+PNG_FILES = {GALLERY_TAG: GALLERY_PNG, ACCURACY_TAG: ACCURACY_PNG, CONFUSION_TAG: CONFUSION_PNG,
+             RELIABILITY_TAG: RELIABILITY_PNG}
 DEFAULT_MAX_CLASSES = 20
 
 
@@ -138,6 +151,34 @@ def accuracy_png(selection, class_names, classes, title=''):
   return gallery_figures.accuracy_bars_png([class_names[c] for c in classes], series, title)
 
 
+def confusion_png(selection, class_names, classes, title=''):
+  """The confusion matrix of `selection` over `classes` (rows: true label, in percent of all
+  that class's records; columns: pseudo-label) as PNG bytes, or None without true labels."""
+  if not selection.has_truth:
+    return None
+  rows = selection.confusion_rates()[np.ix_(classes, classes)]
+  shown = len(classes) < selection.num_classes
+  note = (f'the first {len(classes)} of {selection.num_classes} classes; rows in % of all the '
+          'true class\'s records' if shown else 'rows: % of the true class\'s records')
+  return gallery_figures.confusion_png(
+      [_short(class_names[c], 20) for c in classes], rows,
+      selection.confusion.sum(axis=1)[classes], title or 'pseudo-labels against true labels',
+      note)
+
+
+def reliability_png(selection, title=''):
+  """The teacher's reliability diagram over `selection`'s records with true labels (accuracy by
+  confidence bin, the threshold marked) as PNG bytes, or None without true labels."""
+  if not selection.has_truth:
+    return None
+  accuracy, confidence = selection.reliability()
+  ece = selection.calibration_error()
+  heading = f'pseudo-label reliability: calibration error {100 * ece:.1f}%'
+  return gallery_figures.reliability_png(selection.bin_edges(), accuracy, confidence,
+                                         selection.bin_compared, selection.threshold,
+                                         f'{title}\n{heading}' if title else heading)
+
+
 def write_summaries(log_dir, images, step):
   """Writes each PNG of {tag: PNG bytes} as a TensorBoard image summary into log_dir."""
   writer = tf.summary.create_file_writer(log_dir)
@@ -156,7 +197,7 @@ def made_from(records, threshold, per_class, max_classes, truth_spec):
   return {'records': records, 'files': [os.path.basename(f) for f in files],
           'sizes': [os.path.getsize(f) for f in files], 'label_stats_mtime_ns': stamp,
           'threshold': threshold, 'per_class': per_class, 'max_classes': max_classes,
-          'truth': truth_spec}
+          'truth': truth_spec, 'figures': list(PNG_FILES.values())}
 
 
 def is_complete(out_dir, inputs):
@@ -174,7 +215,7 @@ def gallery_images(records, threshold, *, model_dir=None, truth_spec=None,
   the true labels (None: none).  max_classes: the first classes shown (None: all).
   require_truth: raise ValueError when truth_spec gives no record a true label.
   Returns (Selection, class names, classes shown, {TensorBoard tag: PNG bytes}) with the tags
-  GALLERY_TAG and, with true labels, ACCURACY_TAG.  Raises ValueError for bad records, settings
+  GALLERY_TAG and, with true labels, ACCURACY_TAG, CONFUSION_TAG and RELIABILITY_TAG.  Raises ValueError for bad records, settings
   or class names.
   """
   if max_classes is not None and not (isinstance(max_classes, int) and max_classes > 0):
@@ -192,9 +233,11 @@ def gallery_images(records, threshold, *, model_dir=None, truth_spec=None,
                      f'not {num_classes} classes, or none of the records\' source ids)')
   classes = shown_classes(num_classes, max_classes)
   images = {GALLERY_TAG: gallery_png(selection, names, classes, title)}
-  accuracy = accuracy_png(selection, names, classes, title)
-  if accuracy is not None:
-    images[ACCURACY_TAG] = accuracy
+  for tag, png in ((ACCURACY_TAG, accuracy_png(selection, names, classes, title)),
+                   (CONFUSION_TAG, confusion_png(selection, names, classes, title)),
+                   (RELIABILITY_TAG, reliability_png(selection, title))):
+    if png is not None:
+      images[tag] = png
   return selection, names, classes, images
 
 
@@ -221,10 +264,17 @@ def write_gallery(records, out_dir, threshold, *, step=0, **options):
   log_dir = os.path.join(out_dir, TENSORBOARD_DIR)
   shutil.rmtree(log_dir, ignore_errors=True)  # a redrawn gallery replaces the old images
   write_summaries(log_dir, images, step)
+  npy = os.path.join(out_dir, CONFUSION_NPY)
+  if selection.has_truth:
+    _write_npy(npy, selection.confusion)
+  else:
+    shards.remove_if_exists(npy)
   info = {'made_from': inputs, 'num_records': selection.num_records,
           'num_classes': selection.num_classes, 'classes_shown': [names[c] for c in classes],
           'pngs': [name for tag, name in PNG_FILES.items() if tag in images],
           'accuracy': _accuracy_json(selection, names),
+          'reliability': _reliability_json(selection),
+          'confusion': _confusion_json(selection, names, classes),
           'selected': {c: {names[k]: [t.source_id for t in selection.tiles[c][k]] for k in classes}
                        for c in CATEGORIES}}
   shards.write_json(os.path.join(out_dir, GALLERY_JSON), info)
@@ -238,6 +288,34 @@ def _accuracy_json(selection, names):
     return None
   return {'all': _rounded(selection.accuracy(), names),
           'above_threshold': _rounded(selection.accuracy(True), names)}
+
+
+def _reliability_json(selection):
+  if not selection.has_truth:
+    return None
+  accuracy, confidence = selection.reliability()
+  return {'bin_edges': [round(float(e), 6) for e in selection.bin_edges()],
+          'records': selection.bin_compared.tolist(), 'agreeing': selection.bin_correct.tolist(),
+          'accuracy': [None if np.isnan(a) else round(float(a), 4) for a in accuracy],
+          'mean_confidence': [None if np.isnan(c) else round(float(c), 4) for c in confidence],
+          'calibration_error': round(selection.calibration_error(), 4)}
+
+
+def _confusion_json(selection, names, classes):
+  """The confusion counts among the classes shown (rows: true label), the shown classes' record
+  totals, and the file holding the whole matrix."""
+  if not selection.has_truth:
+    return None
+  return {'classes': [names[c] for c in classes],
+          'counts': selection.confusion[np.ix_(classes, classes)].tolist(),
+          'true_class_records': selection.confusion.sum(axis=1)[classes].tolist(),
+          'whole_matrix': CONFUSION_NPY}
+
+
+def _write_npy(path, array):
+  tmp = path + '.tmp.npy'  # a crash leaves at most this, overwritten by the next write
+  np.save(tmp, array)
+  os.replace(tmp, path)
 
 
 def _rounded(values, names):
