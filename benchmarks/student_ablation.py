@@ -15,6 +15,7 @@ model for the same number of steps (--steps; NAME@STEPS overrides it), with the 
   conf07        the recipe's soft pseudo-labels, kept only at the teacher's confidence >= 0.7
                 (filtered and balanced again; fewer, cleaner pseudo-labels)
   hard_conf07   hard pseudo-labels (argmax), kept only at confidence >= 0.7
+  conf09        soft pseudo-labels kept only at confidence >= 0.9
   ratio1        1 pseudo-labeled row per labeled row instead of the recipe's ratio
   ratio1_same_rows   ratio 1, with as many steps as give the recipe's number of rows
   scratch       the student starts from random weights instead of the teacher's
@@ -60,6 +61,7 @@ VARIANTS = {
     'soft_t2': 'soft pseudo-labels, temperature 2',
     'conf07': 'soft pseudo-labels, threshold 0.7',
     'hard_conf07': 'hard pseudo-labels, threshold 0.7',
+    'conf09': 'soft pseudo-labels, threshold 0.9',
     'ratio1': 'pseudo ratio 1 (same steps)',
     'ratio1_same_rows': 'pseudo ratio 1 (same rows)',
     'scratch': 'student from scratch',
@@ -162,9 +164,10 @@ def variant_train_config(recipe, name, steps, out_dir):
     flat = _relabel(recipe, out_dir, temperature=2.0)
     train_config = dataclasses.replace(train_config,
                                        pseudo='pseudo:' + os.path.join(flat, '*.tfrecord'))
-  elif name in ('conf07', 'hard_conf07'):
-    label = dict(label_type='hard') if name == 'hard_conf07' else {}
-    kept = _relabel(recipe, out_dir, filter_overrides=dict(threshold=0.7), **label)
+  elif name in ('conf07', 'hard_conf07', 'conf09'):
+    label = dict(label_type='hard') if name.startswith('hard') else {}
+    threshold = int(name[-2:]) / 10
+    kept = _relabel(recipe, out_dir, filter_overrides=dict(threshold=threshold), **label)
     train_config = dataclasses.replace(train_config,
                                        pseudo='pseudo:' + os.path.join(kept, '*.tfrecord'))
   return train_config, controls.rows_per_step(train_config)

@@ -82,7 +82,8 @@ def test_labeled_only_keeps_rows_and_schedule(ablation, recipe, tmp_path):
 
 @pytest.mark.parametrize('name,label,threshold', [('hard', 'hard', None), ('soft_t2', None, None),
                                                   ('conf07', None, 0.7),
-                                                  ('hard_conf07', 'hard', 0.7)])
+                                                  ('hard_conf07', 'hard', 0.7),
+                                                  ('conf09', None, 0.9)])
 def test_pseudo_label_variants_relabel_with_their_settings(ablation, recipe, tmp_path,
                                                            monkeypatch, name, label, threshold):
   calls = []
