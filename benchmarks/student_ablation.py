@@ -72,6 +72,10 @@ VARIANTS = {
     'per_stream': 'loss: mean CE(labeled) + mean CE(pseudo) (paper text)',
 }
 
+# Variants that label and filter again: (label settings, filter threshold).
+THRESHOLD_VARIANTS = {'conf07': ({}, 0.7), 'hard_conf07': (dict(label_type='hard'), 0.7),
+                      'conf09': ({}, 0.9)}
+
 
 def parse_variants(specs, default_steps):
   """['name', 'name@steps', ...] -> [(name, steps or None)]; raises ValueError naming a bad one.
@@ -164,9 +168,8 @@ def variant_train_config(recipe, name, steps, out_dir):
     flat = _relabel(recipe, out_dir, temperature=2.0)
     train_config = dataclasses.replace(train_config,
                                        pseudo='pseudo:' + os.path.join(flat, '*.tfrecord'))
-  elif name in ('conf07', 'hard_conf07', 'conf09'):
-    label = dict(label_type='hard') if name.startswith('hard') else {}
-    threshold = int(name[-2:]) / 10
+  elif name in THRESHOLD_VARIANTS:
+    label, threshold = THRESHOLD_VARIANTS[name]
     kept = _relabel(recipe, out_dir, filter_overrides=dict(threshold=threshold), **label)
     train_config = dataclasses.replace(train_config,
                                        pseudo='pseudo:' + os.path.join(kept, '*.tfrecord'))

@@ -9,7 +9,8 @@ Usage:
 Writes OUT (the grid) and, when --truth gives true labels, beside it OUT's name with `_accuracy`
 (per-class pseudo-label accuracy), `_confusion` (true labels against pseudo-labels) and
 `_reliability` (accuracy by the teacher's confidence) before the extension; with --tensorboard_dir,
-the same images as TensorBoard image summaries.  ns-pipeline draws the same figures for every generation into W/gen<g>/gallery/.
+the same images as TensorBoard image summaries.  ns-pipeline draws the same figures for every
+generation into W/gen<g>/gallery/.
 """
 
 import os
@@ -69,7 +70,7 @@ def main(argv):
            pseudo_gallery.CONFUSION_TAG: companion_path(FLAGS.out, 'confusion'),
            pseudo_gallery.RELIABILITY_TAG: companion_path(FLAGS.out, 'reliability')}
   for tag, png in images.items():
-    gallery_figures.write_png(paths[tag], png)
+    gallery_figures.write_bytes(paths[tag], png)
     print(paths[tag])
   if FLAGS.tensorboard_dir:
     pseudo_gallery.write_summaries(FLAGS.tensorboard_dir, images, step=0)

@@ -41,14 +41,24 @@ def reliability_bins(probabilities, labels, num_bins=15):
   return {'count': count, 'accuracy': accuracy, 'confidence': mean_conf}
 
 
+def calibration_error_from_bins(count, accuracy, confidence):
+  """ECE (a fraction in [0, 1]) from per-bin record counts [B] and the bins' accuracy and mean
+  confidence [B] (any value, NaN included, where a bin is empty); NaN when every bin is empty."""
+  count = np.asarray(count, np.float64)
+  total = count.sum()
+  if not total:
+    return float('nan')
+  full = count > 0
+  gaps = np.abs(np.asarray(accuracy, np.float64)[full] - np.asarray(confidence, np.float64)[full])
+  return float(np.sum(count[full] * gaps) / total)
+
+
 def expected_calibration_error(probabilities, labels, num_bins=15):
   """ECE (a fraction in [0, 1]) of predicted probabilities [N, C] against labels [N]."""
   bins = reliability_bins(probabilities, labels, num_bins)
-  total = bins['count'].sum()
-  if not total:
+  if not bins['count'].sum():
     raise ValueError('expected_calibration_error needs at least one example')
-  gaps = np.abs(bins['accuracy'] - bins['confidence'])
-  return float(np.sum(bins['count'] * gaps) / total)
+  return calibration_error_from_bins(bins['count'], bins['accuracy'], bins['confidence'])
 
 
 def expected_calibration_error_from_logits(logits, labels, num_bins=15):

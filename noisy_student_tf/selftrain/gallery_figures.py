@@ -226,10 +226,11 @@ def reliability_png(edges, accuracy, confidence, counts, threshold=None,
                                                   title))
 
 
-def write_png(path, png: bytes):
-  """Writes PNG bytes to `path` through a temporary name in the same folder and a rename."""
+def write_bytes(path, data: bytes):
+  """Writes `data` (a PNG, an .npy) to `path` through a temporary name in the same folder and a
+  rename."""
   os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
   tmp = path + '.tmp'  # a crash leaves at most this, overwritten by the next write
   with open(tmp, 'wb') as f:
-    f.write(png)
+    f.write(data)
   os.replace(tmp, path)

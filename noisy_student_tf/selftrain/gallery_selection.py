@@ -23,6 +23,7 @@ import numpy as np
 import tensorflow as tf
 
 from noisy_student_tf.data import records as records_lib
+from noisy_student_tf.evaluate import calibration
 from noisy_student_tf.selftrain import shards
 
 CATEGORIES = ('confident', 'near_threshold', 'wrong')
@@ -74,10 +75,10 @@ class Selection:
   compared_above: np.ndarray
   correct_above: np.ndarray
   num_records: int
-  confusion: np.ndarray = None
-  bin_compared: np.ndarray = None
-  bin_correct: np.ndarray = None
-  bin_confidence_sum: np.ndarray = None
+  confusion: np.ndarray
+  bin_compared: np.ndarray
+  bin_correct: np.ndarray
+  bin_confidence_sum: np.ndarray
 
   @property
   def has_truth(self):
@@ -88,8 +89,7 @@ class Selection:
     """Per-class pseudo-label accuracy, float [C] (NaN for a class with no known true label)."""
     n, ok = ((self.compared_above, self.correct_above) if above_threshold
              else (self.compared, self.correct))
-    with np.errstate(invalid='ignore', divide='ignore'):
-      return np.where(n > 0, ok / np.maximum(n, 1), np.nan)
+    return _ratio(ok, n)
 
   def bin_edges(self):
     """The reliability bins' edges, float64 [B + 1] from 0 to 1."""
@@ -98,38 +98,34 @@ class Selection:
   def reliability(self):
     """The teacher's reliability over the records with a known true label: (accuracy, mean
     confidence), float64 [B] each per confidence bin (NaN for an empty bin)."""
-    n = self.bin_compared
-    with np.errstate(invalid='ignore', divide='ignore'):
-      return (np.where(n > 0, self.bin_correct / np.maximum(n, 1), np.nan),
-              np.where(n > 0, self.bin_confidence_sum / np.maximum(n, 1), np.nan))
+    return (_ratio(self.bin_correct, self.bin_compared),
+            _ratio(self.bin_confidence_sum, self.bin_compared))
 
   def calibration_error(self):
     """The pseudo-labels' expected calibration error over the bins, sum of n_b / N x |accuracy_b -
     mean confidence_b| (a fraction), or NaN without known true labels."""
-    total = self.bin_compared.sum()
-    if not total:
-      return float('nan')
-    accuracy, confidence = self.reliability()
-    full = self.bin_compared > 0
-    return float(np.sum(self.bin_compared[full] / total *
-                        np.abs(accuracy[full] - confidence[full])))
+    return calibration.calibration_error_from_bins(self.bin_compared, *self.reliability())
 
   def confusion_rates(self):
     """The confusion matrix normalised per true class (rows sum to 1; a true class without
     records is a row of NaN), float64 [C, C]."""
-    totals = self.confusion.sum(axis=1, keepdims=True)
-    with np.errstate(invalid='ignore', divide='ignore'):
-      return np.where(totals > 0, self.confusion / np.maximum(totals, 1), np.nan)
+    return _ratio(self.confusion, self.confusion.sum(axis=1, keepdims=True))
+
+
+def _ratio(numerator, count):
+  """numerator / count elementwise (count broadcast), NaN where count is 0."""
+  with np.errstate(invalid='ignore', divide='ignore'):
+    return np.where(count > 0, numerator / np.maximum(count, 1), np.nan)
 
 
 class GallerySelector:
   """Keeps, per class and category, the best `per_class` records seen so far.
 
-  `GallerySelector(num_classes, threshold, per_class=8, bins=RELIABILITY_BINS)`; `add(labels, confidences, source_ids,
-  encoded, true_labels)` per batch (numpy arrays of one length; true_labels UNKNOWN where not
-  known); `result()` gives the Selection.  `num_kept()` is the number of records held, never more
-  than len(CATEGORIES) x num_classes x per_class.  A source id already kept in a class's category
-  is not kept again (balanced sets repeat records).
+  `GallerySelector(num_classes, threshold, per_class=8, bins=RELIABILITY_BINS)`;
+  `add(labels, confidences, source_ids, encoded, true_labels)` per batch (numpy arrays of one
+  length; true_labels UNKNOWN where not known); `result()` gives the Selection.  `num_kept()` is
+  the number of records held, never more than len(CATEGORIES) x num_classes x per_class.  A source
+  id already kept in a class's category is not kept again (balanced sets repeat records).
   """
 
   def __init__(self, num_classes, threshold, per_class=DEFAULT_PER_CLASS, bins=RELIABILITY_BINS):
@@ -154,6 +150,9 @@ class GallerySelector:
     self.confusion = np.zeros((shape, shape), np.int64)
     self.bin_compared, self.bin_correct = np.zeros(bins, np.int64), np.zeros(bins, np.int64)
     self.bin_confidence_sum = np.zeros(bins, np.float64)
+    # Inner bin edges in float32, as the confidences are stored: a confidence of 0.7 (float32) is
+    # in the bin from 0.7, not below it as float64 arithmetic would put it.
+    self._inner_edges = np.linspace(0.0, 1.0, bins + 1).astype(np.float32)[1:-1]
     self.num_records = 0
 
   def num_kept(self):
@@ -197,10 +196,7 @@ class GallerySelector:
       counts += np.bincount(labels[mask], minlength=self.num_classes)
     np.add.at(self.confusion, (truth[known], labels[known]), 1)
     bins = len(self.bin_compared)
-    # Edges in float32, as the confidences are stored: a confidence of 0.7 (float32) is in the bin
-    # from 0.7, not below it as float64 arithmetic would put it.
-    inner_edges = np.linspace(0.0, 1.0, bins + 1).astype(np.float32)[1:-1]
-    index = np.searchsorted(inner_edges, confidences[known], side='right')
+    index = np.searchsorted(self._inner_edges, confidences[known], side='right')
     self.bin_compared += np.bincount(index, minlength=bins)
     self.bin_correct += np.bincount(index[right[known]], minlength=bins)
     self.bin_confidence_sum += np.bincount(index, confidences[known].astype(np.float64), bins)

@@ -22,6 +22,7 @@ hidden class.  Class names come from the teacher's model dir (config.json).
   gallery.json          what was selected and what from; written last: the completion marker
 """
 
+import io
 import logging
 import os
 import shutil
@@ -215,8 +216,8 @@ def gallery_images(records, threshold, *, model_dir=None, truth_spec=None,
   the true labels (None: none).  max_classes: the first classes shown (None: all).
   require_truth: raise ValueError when truth_spec gives no record a true label.
   Returns (Selection, class names, classes shown, {TensorBoard tag: PNG bytes}) with the tags
-  GALLERY_TAG and, with true labels, ACCURACY_TAG, CONFUSION_TAG and RELIABILITY_TAG.  Raises ValueError for bad records, settings
-  or class names.
+  GALLERY_TAG and, with true labels, ACCURACY_TAG, CONFUSION_TAG and RELIABILITY_TAG.  Raises
+  ValueError for bad records, settings or class names.
   """
   if max_classes is not None and not (isinstance(max_classes, int) and max_classes > 0):
     raise ValueError(f'max_classes must be a positive integer or None (all), got {max_classes!r}')
@@ -258,7 +259,7 @@ def write_gallery(records, out_dir, threshold, *, step=0, **options):
   shards.remove_if_exists(os.path.join(out_dir, GALLERY_JSON))
   for tag, name in PNG_FILES.items():
     if tag in images:
-      gallery_figures.write_png(os.path.join(out_dir, name), images[tag])
+      gallery_figures.write_bytes(os.path.join(out_dir, name), images[tag])
     else:
       shards.remove_if_exists(os.path.join(out_dir, name))
   log_dir = os.path.join(out_dir, TENSORBOARD_DIR)
@@ -266,7 +267,9 @@ def write_gallery(records, out_dir, threshold, *, step=0, **options):
   write_summaries(log_dir, images, step)
   npy = os.path.join(out_dir, CONFUSION_NPY)
   if selection.has_truth:
-    _write_npy(npy, selection.confusion)
+    buffer = io.BytesIO()
+    np.save(buffer, selection.confusion)
+    gallery_figures.write_bytes(npy, buffer.getvalue())
   else:
     shards.remove_if_exists(npy)
   info = {'made_from': inputs, 'num_records': selection.num_records,
@@ -310,12 +313,6 @@ def _confusion_json(selection, names, classes):
           'counts': selection.confusion[np.ix_(classes, classes)].tolist(),
           'true_class_records': selection.confusion.sum(axis=1)[classes].tolist(),
           'whole_matrix': CONFUSION_NPY}
-
-
-def _write_npy(path, array):
-  tmp = path + '.tmp.npy'  # a crash leaves at most this, overwritten by the next write
-  np.save(tmp, array)
-  os.replace(tmp, path)
 
 
 def _rounded(values, names):
