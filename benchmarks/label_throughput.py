@@ -23,10 +23,12 @@ their probabilities compared with the softmax of the bare logits (same images, s
 label.label call (source listing, pipeline start, stats.json, plot.png) is reported beside.
 
 Where the time goes: each stage alone over the same images, in CPU microseconds per image (best
-of --repeats): read (the folder source's file reads), decode (tf.io.decode_image of every image,
-from bytes in memory, a map_fn over each batch: libjpeg's share), preprocess (the rest of
-ns-label's input pipeline, label.labeling_dataset = make_eval_dataset, over bytes in memory:
-header check, error catching, crop, normalise, batching), model (the bare side), serialise (label.pseudo_records on the real logits), write
+of --repeats): read (the folder source's file reads and header reads, sources.read_chunks),
+decode (tf.io.decode_image of every image, from bytes in memory, a map_fn over each batch:
+libjpeg's share), preprocess (the rest of ns-label's input pipeline, label.labeling_dataset =
+make_eval_dataset, over the folder: error catching, crop, normalise, batching; its whole time
+less read and decode), model (the bare side), serialise (label.pseudo_records on the real
+logits), write
 (tf.io.TFRecordWriter); each built once and run once untimed first.
 
   python benchmarks/label_throughput.py [--sizes=224,32] [--repeats=3] [--output_dir=DIR]
@@ -270,8 +272,8 @@ def measure_stages(source, eval_dataset, predict, batches, logits, config, dir_c
   decoded = in_memory.dataset.batch(b).map(lambda d: tf.map_fn(
       lambda e: preprocessing.decode(e, None)[0, 0], d['encoded'],
       fn_output_signature=tf.TensorSpec([3], tf.uint8)))
-  read = source.dataset.batch(b)
-  prepared = eval_dataset(in_memory)
+  read = sources.read_chunks(source, pipeline.eval_chunk_size(b, dir_config.model.resolution))
+  prepared = eval_dataset(source)
 
   def serialise():
     serialized.clear()
@@ -294,7 +296,7 @@ def measure_stages(source, eval_dataset, predict, batches, logits, config, dir_c
       predict(images).numpy()
 
   timings = {'read': lambda: drain(read), 'decode': lambda: drain(decoded),
-             'decode+preprocess': lambda: drain(prepared), 'model': forward,
+             'read+decode+preprocess': lambda: drain(prepared), 'model': forward,
              'serialise': serialise, 'write': write}
   cpu = {name: [] for name in timings}
   for r in range(args.repeats + 1):
@@ -303,7 +305,7 @@ def measure_stages(source, eval_dataset, predict, batches, logits, config, dir_c
       if r:
         cpu[name].append(seconds)
   us = {name: min(v) / num * 1e6 for name, v in cpu.items()}
-  us['preprocess'] = us.pop('decode+preprocess') - us['decode']
+  us['preprocess'] = us.pop('read+decode+preprocess') - us['decode'] - us['read']
   return {name: us[name] for name in STAGES}
 
 

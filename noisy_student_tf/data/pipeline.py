@@ -30,6 +30,7 @@ from noisy_student_tf.data import augment as augment_lib
 from noisy_student_tf.data import batch_augment
 from noisy_student_tf.data import order
 from noisy_student_tf.data import preprocessing
+from noisy_student_tf.data import sources
 
 DEFAULT_SHUFFLE_BUFFER = 10000
 _AUTOTUNE = tf.data.AUTOTUNE
@@ -251,22 +252,41 @@ def _crop_chunk(chunk, *, resolution, convention, small_image, max_image_pixels)
   n = tf.shape(encoded)[0]
   limit = int(max_image_pixels or 0)
   empty = tf.zeros([resolution, resolution, 3], tf.uint8)
+  finish = lambda image: preprocessing.center_crop(image, resolution, convention, small_image)
 
   def crop(index, image_bytes):
-    image, status, pixels = _attempt_decode(
-        image_bytes, limit,
-        lambda image: preprocessing.center_crop(image, resolution, convention, small_image),
-        empty)
+    image, status, pixels = _attempt_decode(image_bytes, limit, finish, empty)
     return index, image, status, pixels
 
-  rows = tf.data.Dataset.from_tensor_slices((tf.range(n), encoded))
-  decoded = rows.map(tf.autograph.experimental.do_not_convert(crop)).ignore_errors().batch(
+  def crop_known(index, image_bytes, pixels):  # header read already, within the limit
+    return index, finish(preprocessing.decode(image_bytes, None)), tf.constant(OK), pixels
+
+  read_before = bool(limit) and 'header_pixels' in chunk
+  if not read_before:
+    rows = tf.data.Dataset.from_tensor_slices((tf.range(n), encoded)).map(
+        tf.autograph.experimental.do_not_convert(crop))
+  else:
+    # A count within the limit is taken as it is (the decoder reads the same header and raises
+    # where image_pixels would); the other rows read theirs with image_pixels as without it.
+    header = chunk['header_pixels']
+    known = (header != preprocessing.PIXELS_NOT_READ) & (header <= limit)
+    at_known, at_other = (tf.cast(tf.where(k)[:, 0], tf.int32) for k in (known, ~known))
+    rows = tf.data.Dataset.from_tensor_slices(
+        (at_known, tf.gather(encoded, at_known), tf.gather(header, at_known))).map(
+            tf.autograph.experimental.do_not_convert(crop_known)).concatenate(
+                tf.data.Dataset.from_tensor_slices((at_other, tf.gather(encoded, at_other))).map(
+                    tf.autograph.experimental.do_not_convert(crop)))
+  decoded = rows.ignore_errors().batch(
       tf.cast(tf.maximum(n, 1), tf.int64))  # the whole chunk in one element
   nothing = tf.data.Dataset.from_tensors(
       (tf.zeros([0], tf.int32), tf.zeros([0, resolution, resolution, 3], tf.uint8),
        tf.zeros([0], tf.int32), tf.zeros([0], tf.int64)))
   index, crops, got_status, got_pixels = decoded.concatenate(nothing).take(
       1).get_single_element()
+  if read_before:  # back into source order
+    order = tf.argsort(index, stable=True)
+    index, crops, got_status, got_pixels = (
+        tf.gather(t, order) for t in (index, crops, got_status, got_pixels))
   at = index[:, None]
   status = tf.tensor_scatter_nd_update(tf.fill([n], CORRUPT), at, got_status)
   pixels = tf.tensor_scatter_nd_update(tf.fill([n], tf.constant(-1, tf.int64)), at, got_pixels)
@@ -313,7 +333,7 @@ def make_eval_dataset(source, *, batch_size, resolution, convention, small_image
     return {'image': preprocessing.normalize(crops, convention),
             **{k: tf.gather(chunk[k], kept) for k in keys}}
 
-  ds = source.dataset.batch(chunk_size).map(prepare, num_parallel_calls=_AUTOTUNE,
+  ds = sources.read_chunks(source, chunk_size).map(prepare, num_parallel_calls=_AUTOTUNE,
                                             deterministic=True)
   if skip_corrupt or chunk_size != batch_size:
     ds = ds.rebatch(batch_size)  # whole batches again after skipped images or across chunks

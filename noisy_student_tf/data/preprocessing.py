@@ -99,6 +99,67 @@ def _header_pixels(b):
   return tf.where(tf.reduce_any(matches), areas[first], tf.constant(-1, tf.int64))
 
 
+# header_pixels_of_bytes: "not read here, let image_pixels read it".
+PIXELS_NOT_READ = -2
+_JPEG_SOF = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
+_JPEG_STANDALONE = frozenset([0x01, *range(0xD0, 0xD8)])  # TEM, RST0-7: no length
+# The segments libjpeg skips or reads by their length before the frame header.
+_JPEG_SEGMENTS = frozenset([0xC4, 0xCC, 0xDB, 0xDD, *range(0xE0, 0xF0), 0xFE])
+
+
+def _jpeg_frame_pixels(data):
+  """height * width from the first start-of-frame of the JPEG `data` (bytes), walking its marker
+  segments as libjpeg does; PIXELS_NOT_READ where the walk meets anything else first (extraneous
+  bytes, an unknown or misplaced marker, a bad length, the end, an empty frame)."""
+  i, n = 2, len(data)
+  while i < n:
+    if data[i] != 0xFF:
+      return PIXELS_NOT_READ
+    while i < n and data[i] == 0xFF:  # fill bytes
+      i += 1
+    if i + 3 > n:
+      return PIXELS_NOT_READ
+    marker, length = data[i], (data[i + 1] << 8) | data[i + 2]
+    if marker in _JPEG_STANDALONE:
+      i += 1
+      continue
+    if marker in _JPEG_SOF:  # length, precision, height, width
+      if length < 8 or i + 8 > n:
+        return PIXELS_NOT_READ
+      height, width = (data[i + 4] << 8) | data[i + 5], (data[i + 6] << 8) | data[i + 7]
+      return height * width if height and width else PIXELS_NOT_READ
+    if marker not in _JPEG_SEGMENTS or length < 2:
+      return PIXELS_NOT_READ
+    i += 1 + length
+  return PIXELS_NOT_READ
+
+
+def _table_pixels(data):
+  """_header_pixels in Python over the bytes `data`: the same table and arithmetic."""
+  b = np.frombuffer(data[:_HEADER_BYTES].ljust(_HEADER_BYTES, b'\0'), np.uint8).astype(np.int64)
+  matches = ((b[None, :] == _SIGNATURES) | (_SIGNATURES < 0)).all(axis=1)
+  if not matches.any():
+    return -1
+  first = int(np.argmax(matches))
+  pixels = 1
+  for row in (first, first + len(_HEADER_FORMATS)):  # width, height
+    u = int(b @ _FIELD_WEIGHTS[row])
+    if _SIGNED[row] and u >= 2 ** 31:
+      u = 2 ** 32 - u
+    pixels *= min((u // int(_DIVISOR[row])) % int(_MODULUS[row]) + int(_PLUS[row]), _MAX_SIDE)
+  return pixels
+
+
+def header_pixels_of_bytes(data):
+  """What image_pixels gives for the encoded image `data` (bytes), read in Python (a few µs
+  instead of a graph op per image): a JPEG's frame size, PNG / GIF / BMP / WebP by the header
+  table, -1 for other formats; PIXELS_NOT_READ for a JPEG this walk does not place, whose header
+  image_pixels (libjpeg) then reads."""
+  if data[:3] == b'\xff\xd8\xff':
+    return _jpeg_frame_pixels(data)
+  return _table_pixels(data)
+
+
 def is_jpeg(encoded):
   """True (bool scalar tensor) when the string scalar `encoded` starts with the JPEG signature
   tf.io.decode_image recognises JPEG by."""

@@ -32,6 +32,8 @@ from typing import Callable, Optional, Sequence, Tuple
 import numpy as np
 import tensorflow as tf
 
+from noisy_student_tf.data import preprocessing
+
 IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.gif', '.webp')
 KINDS = ('tfds', 'folder', 'tfrecord', 'images', 'digits', 'pseudo')
 DIGITS_SPLITS = ('train', 'test', 'all')
@@ -131,7 +133,65 @@ def file_list_dataset(files: FileList):
   if files.encoded is not None:
     return tf.data.Dataset.from_tensor_slices(
         (list(files.encoded), files.labels, list(files.ids))).map(element)
-  return files_dataset(files.paths, files.labels, files.ids)
+  ds = files_dataset(files.paths, files.labels, files.ids)
+  ds.ns_file_list = files  # read_chunks may read these files a chunk at a time instead
+  return ds
+
+
+def _read_files(paths):
+  """(bytes string [n], header pixels int64 [n], failed bool [n]) of the files named by `paths`
+  (a string tensor [n]): local files read with Python's open (a few µs each), others (gs://...)
+  with tf.io.gfile; each file's preprocessing.header_pixels_of_bytes.  A file that cannot be
+  read gives b'' and failed, for read_chunks to read again with TF's own error."""
+  encoded, pixels, failed = [], [], []
+  for path in paths.numpy():
+    name = path.decode('utf-8', 'surrogateescape')
+    try:
+      if '://' in name:
+        with tf.io.gfile.GFile(name, 'rb') as f:
+          data = f.read()
+      else:
+        with open(name, 'rb') as f:
+          data = f.read()
+    except (OSError, tf.errors.OpError):
+      data = None
+    encoded.append(data or b'')
+    pixels.append(preprocessing.PIXELS_NOT_READ if data is None
+                  else preprocessing.header_pixels_of_bytes(data))
+    failed.append(data is None)
+  n = len(encoded)
+  return (tf.constant(encoded, tf.string, [n]), tf.constant(pixels, tf.int64, [n]),
+          tf.constant(failed, tf.bool, [n]))
+
+
+def read_chunks(source, chunk_size) -> tf.data.Dataset:
+  """Dataset of dicts of [<= chunk_size] tensors ('encoded', 'label', 'source_id') over `source`
+  in its order: source.dataset.batch(chunk_size), the same elements.  Where source.dataset is
+  the unchanged file list of a folder:/images: source, each chunk's files are read in one Python
+  call instead of one tf.io.read_file per element, which also reads their headers: the dicts
+  then have 'header_pixels' too (int64, preprocessing.header_pixels_of_bytes).  At 32 px that is
+  about 25 CPU-µs less per image, a quarter of the evaluation pipeline: tf.data's per-element
+  work and libjpeg's header read cost more than reading a 1 KB JPEG."""
+  files = getattr(source.dataset, 'ns_file_list', None)
+  if files is None:
+    return source.dataset.batch(chunk_size)
+
+  def read(paths, labels, ids):
+    encoded, pixels, failed = tf.py_function(_read_files, [paths],
+                                             [tf.string, tf.int64, tf.bool])
+    for t in (encoded, pixels, failed):
+      t.set_shape(paths.shape)
+
+    def read_again():  # raises tf.io.read_file's own error (NotFoundError, ...) for the file
+      return (tf.map_fn(tf.io.read_file, paths, fn_output_signature=tf.string),
+              tf.fill(tf.shape(pixels), tf.constant(preprocessing.PIXELS_NOT_READ, tf.int64)))
+
+    encoded, pixels = tf.cond(tf.reduce_any(failed), read_again, lambda: (encoded, pixels))
+    return {**element(encoded, labels, ids), 'header_pixels': pixels}
+
+  ds = tf.data.Dataset.from_tensor_slices(
+      (list(files.paths), np.asarray(files.labels, np.int64), list(files.ids)))
+  return ds.batch(chunk_size).map(read, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
 
 
 def _is_image(name):
@@ -330,13 +390,14 @@ def as_unlabeled(source: Source) -> Source:
   """The same images with every label set to -1 (any labeled source can serve as unlabeled)."""
   hide = lambda d: {**d, 'label': tf.constant(-1, tf.int64)}
   files, plan = source.files, source.records
+  own_files = files is not None and getattr(source.dataset, 'ns_file_list', None) is files
   if files is not None:
     files = dataclasses.replace(files, labels=np.full(len(files.labels), -1, np.int64))
   if plan is not None:
     parse = plan.parse
     plan = dataclasses.replace(plan, parse=lambda f, i, r: hide(parse(f, i, r)))
-  return dataclasses.replace(source, dataset=source.dataset.map(hide), labeled=False, files=files,
-                             records=plan)
+  dataset = file_list_dataset(files) if own_files else source.dataset.map(hide)
+  return dataclasses.replace(source, dataset=dataset, labeled=False, files=files, records=plan)
 
 
 def split_per_class(source: Source, n_per_class, seed):
