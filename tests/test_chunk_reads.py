@@ -112,14 +112,16 @@ def test_no_truncation_or_damage_changes_an_outcome(cifar_files):
 @pytest.fixture(scope='module')
 def mixed_folder(cifar_files, tmp_path_factory):
   """A folder: source of real JPEGs with bad files among them: truncated, not an image, a JPEG
-  claiming 60000 x 60000, damaged headers, and a PNG and a WebP."""
+  claiming 60000 x 60000, damaged headers, and two PNGs and a WebP."""
   root = tmp_path_factory.mktemp('mixed')
   others = _other_images()
   jpeg = cifar_files[0].read_bytes()
   bad = {'truncated.jpg': jpeg[:300], 'text.jpg': b'not an image', 'claims_huge.jpg':
          _claims(jpeg, 60000, 60000), 'empty_frame.jpg': _claims(jpeg, 0, 32),
          'extraneous.jpg': jpeg[:2] + b'\x00' + jpeg[2:], 'png.png': others[13],
-         'webp.webp': others[22]}
+         'webp.webp': others[22],  # and one over 64 KB, read in several parts
+         'big.png': _encode(np.random.default_rng(2).integers(0, 256, (200, 200, 3),
+                                                               dtype=np.uint8), 'PNG')}
   for i, path in enumerate(cifar_files):
     cls = root / f'c{i % 3}'
     cls.mkdir(exist_ok=True)
@@ -157,11 +159,11 @@ def test_chunk_reads_give_the_same_batches_skips_and_counts(mixed_folder, limit)
   assert (got_counter.count, got_counter.too_large) == (want_counter.count,
                                                         want_counter.too_large)
   # truncated, text, empty frame, extraneous bytes: corrupt (TF's libjpeg refuses the last);
-  # claims_huge too large (never decoded), and with limit 1500 the 37 x 45 PNG and WebP too.
-  corrupt, too_large = {preprocessing.DEFAULT_MAX_IMAGE_PIXELS: (4, 1), 1500: (4, 3),
+  # claims_huge too large (never decoded), and with limit 1500 the PNGs and the WebP too.
+  corrupt, too_large = {preprocessing.DEFAULT_MAX_IMAGE_PIXELS: (4, 1), 1500: (4, 4),
                         0: (5, 0)}[limit]
   assert (got_counter.count, got_counter.too_large) == (corrupt + too_large, too_large)
-  assert len(got['source_id']) == 37 - corrupt - too_large
+  assert len(got['source_id']) == 38 - corrupt - too_large
 
 
 def test_chunk_reads_stop_where_per_file_reads_stop(mixed_folder):
@@ -172,7 +174,8 @@ def test_chunk_reads_stop_where_per_file_reads_stop(mixed_folder):
       _batches(s)
     messages.append(str(e.value).split('\n')[0].split('assertion failed: ')[-1])
   assert messages[0] == messages[1]
-  assert 'image too large:] [c0/000_claims_huge.jpg' in messages[0], messages[0]
+  # The first bad file in source order (c0/: big.png, extraneous.jpg, ...) stops both.
+  assert '[corrupt image (cannot decode)] [c0/003_extraneous.jpg]' in messages[0], messages[0]
 
 
 def test_which_sources_read_in_chunks(mixed_folder, tmp_path):

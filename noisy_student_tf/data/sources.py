@@ -138,21 +138,34 @@ def file_list_dataset(files: FileList):
   return ds
 
 
+def _read_local(path):
+  """The bytes of the local file `path` (bytes): os.open / os.read, about half the CPU of
+  open().read() for a 1 KB JPEG."""
+  fd = os.open(path, os.O_RDONLY)
+  try:
+    parts = []
+    while True:
+      part = os.read(fd, 1 << 16)
+      if not part:
+        return b''.join(parts) if len(parts) != 1 else parts[0]
+      parts.append(part)
+  finally:
+    os.close(fd)
+
+
 def _read_files(paths):
   """(bytes string [n], header pixels int64 [n], failed bool [n]) of the files named by `paths`
-  (a string tensor [n]): local files read with Python's open (a few µs each), others (gs://...)
-  with tf.io.gfile; each file's preprocessing.header_pixels_of_bytes.  A file that cannot be
-  read gives b'' and failed, for read_chunks to read again with TF's own error."""
+  (a string tensor [n]): local files read with os.read (a few µs each), others (gs://...) with
+  tf.io.gfile; each file's preprocessing.header_pixels_of_bytes.  A file that cannot be read
+  gives b'' and failed, for read_chunks to read again with TF's own error."""
   encoded, pixels, failed = [], [], []
   for path in paths.numpy():
-    name = path.decode('utf-8', 'surrogateescape')
     try:
-      if '://' in name:
-        with tf.io.gfile.GFile(name, 'rb') as f:
+      if b'://' in path:
+        with tf.io.gfile.GFile(path.decode('utf-8', 'surrogateescape'), 'rb') as f:
           data = f.read()
       else:
-        with open(name, 'rb') as f:
-          data = f.read()
+        data = _read_local(path)
     except (OSError, tf.errors.OpError):
       data = None
     encoded.append(data or b'')
