@@ -259,6 +259,7 @@ def _crop_chunk(chunk, *, resolution, convention, small_image, max_image_pixels)
   limit = int(max_image_pixels or 0)
   empty = tf.zeros([resolution, resolution, 3], tf.uint8)
   finish = lambda image: preprocessing.center_crop(image, resolution, convention, small_image)
+  decode_crop = lambda image_bytes: finish(preprocessing.decode(image_bytes, None))
   spec = tf.TensorSpec([resolution, resolution, 3], tf.uint8)
   header = chunk.get('header_pixels') if limit else None
   if header is not None:
@@ -272,7 +273,7 @@ def _crop_chunk(chunk, *, resolution, convention, small_image, max_image_pixels)
     return index, image, status, pixels
 
   def crop_known(index, image_bytes, pixels):  # header read already, within the limit
-    return index, finish(preprocessing.decode(image_bytes, None)), tf.constant(OK), pixels
+    return index, decode_crop(image_bytes), tf.constant(OK), pixels
 
   def crop_all(rows):
     """The whole chunk at once; raises (dropping it) at the first image that would fail."""
@@ -285,8 +286,7 @@ def _crop_chunk(chunk, *, resolution, convention, small_image, max_image_pixels)
     checks = ([] if not limit or header is not None else
               [tf.debugging.Assert(tf.reduce_all(pixels <= limit), ['over the limit'])])
     with tf.control_dependencies(checks):
-      crops = tf.map_fn(lambda e: finish(preprocessing.decode(e, None)), rows,
-                        fn_output_signature=spec)
+      crops = tf.map_fn(decode_crop, rows, fn_output_signature=spec)
     return tf.range(n), crops, tf.fill([n], OK), pixels
 
   whole = tf.data.Dataset.from_tensors(encoded)
@@ -307,6 +307,7 @@ def _crop_chunk(chunk, *, resolution, convention, small_image, max_image_pixels)
                   tf.data.Dataset.from_tensor_slices(
                       (at_other, tf.gather(encoded, at_other))).map(
                           tf.autograph.experimental.do_not_convert(crop)))
+
     def in_order(index, crops, status, pixels):  # the known rows came first
       order = tf.argsort(index, stable=True)
       return tuple(tf.gather(t, order) for t in (index, crops, status, pixels))
@@ -365,7 +366,7 @@ def make_eval_dataset(source, *, batch_size, resolution, convention, small_image
             **{k: tf.gather(chunk[k], kept) for k in keys}}
 
   ds = sources.read_chunks(source, chunk_size).map(prepare, num_parallel_calls=_AUTOTUNE,
-                                            deterministic=True)
+                                                   deterministic=True)
   if skip_corrupt or chunk_size != batch_size:
     ds = ds.rebatch(batch_size)  # whole batches again after skipped images or across chunks
   ds = ds.prefetch(_AUTOTUNE)

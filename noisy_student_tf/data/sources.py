@@ -120,9 +120,14 @@ def element(encoded, label, source_id):
   return {'encoded': encoded, 'label': tf.cast(label, tf.int64), 'source_id': source_id}
 
 
+def _file_rows(paths, labels, ids):
+  """Dataset of (path, label, id) tuples, in the given order."""
+  return tf.data.Dataset.from_tensor_slices((list(paths), np.asarray(labels, np.int64), list(ids)))
+
+
 def files_dataset(paths, labels, ids):
   """Dataset of element dicts reading each file's bytes lazily, in the given order."""
-  ds = tf.data.Dataset.from_tensor_slices((list(paths), np.asarray(labels, np.int64), list(ids)))
+  ds = _file_rows(paths, labels, ids)
   return ds.map(lambda p, l, i: element(tf.io.read_file(p), l, i),
                 num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
 
@@ -147,7 +152,7 @@ def _read_local(path):
     while True:
       part = os.read(fd, 1 << 16)
       if not part:
-        return b''.join(parts) if len(parts) != 1 else parts[0]
+        return b''.join(parts)  # a single part is returned as it is, not copied
       parts.append(part)
   finally:
     os.close(fd)
@@ -202,9 +207,7 @@ def read_chunks(source, chunk_size) -> tf.data.Dataset:
     encoded, pixels = tf.cond(tf.reduce_any(failed), read_again, lambda: (encoded, pixels))
     return {**element(encoded, labels, ids), 'header_pixels': pixels}
 
-  ds = tf.data.Dataset.from_tensor_slices(
-      (list(files.paths), np.asarray(files.labels, np.int64), list(files.ids)))
-  return ds.batch(chunk_size).map(read, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+  return _file_rows(files.paths, files.labels, files.ids).batch(chunk_size).map(read, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
 
 
 def _is_image(name):
