@@ -196,3 +196,29 @@ def test_which_sources_read_in_chunks(mixed_folder, tmp_path):
   os.remove(gone / 'a' / 'x.jpg')
   with pytest.raises(tf.errors.NotFoundError, match='x.jpg'):
     next(iter(sources.read_chunks(lost, 64)))
+
+
+def test_small_image_chunks_of_r_by_r_images_are_decoded_as_they_are(cifar_files, tmp_path):
+  """A chunk whose headers all say 32 * 32 pixels is decoded without the per-image crop
+  (pipeline._decode_unchanged, 8 images a loop iteration); a 16 x 64 JPEG has as many pixels and
+  sends its chunk back to the per-image crop.  Either way the batches are eval_preprocess of each
+  file, at chunk sizes that leave a remainder of the group and at one that does not."""
+  wide = _encode(np.random.default_rng(3).integers(0, 256, (16, 64, 3), dtype=np.uint8), 'JPEG')
+  rows = tf.constant([p.read_bytes() for p in cifar_files[:11]])
+  np.testing.assert_array_equal(pipeline._decode_unchanged(rows, 32).numpy(),  # pylint: disable=protected-access
+                                np.stack([preprocessing.decode(r, None).numpy() for r in rows]))
+  with pytest.raises(tf.errors.InvalidArgumentError):
+    pipeline._decode_unchanged(tf.concat([rows, [wide]], 0), 32)  # pylint: disable=protected-access
+  (tmp_path / 'a').mkdir()
+  for i, path in enumerate(cifar_files):
+    (tmp_path / 'a' / f'{i:03d}.jpg').write_bytes(path.read_bytes())
+  (tmp_path / 'a' / '013_wide.jpg').write_bytes(wide)
+  source = sources.open_source(f'folder:{tmp_path}')
+  convention = model_dir_lib.InputConvention()
+  want = np.stack([preprocessing.eval_preprocess(d['encoded'], 32, convention, small_image=True)
+                   .numpy() for d in _per_file(source).dataset])
+  for batch_size in (8, 11, 31):
+    got = np.concatenate([b['image'].numpy() for b in pipeline.make_eval_dataset(
+        source, batch_size=batch_size, resolution=32, convention=convention, small_image=True,
+        skip_corrupt=True)])
+    np.testing.assert_array_equal(got, want)
