@@ -187,6 +187,44 @@ def test_controls_train_beside_a_finished_student_and_restart_alone(killed_then_
   stages.check(config)  # the others' fingerprints still hold
 
 
+def test_controls_only_trains_the_controls_in_a_second_process(killed_then_rerun, tmp_path):
+  """--controls_only=1 trains only that student's controls (nothing else is redone, no report);
+  the pipeline run then takes them as done.  A control held by a live process is not trained
+  twice; a stale hold (its process gone) is taken over."""
+  work = tmp_path / 'w'
+  shutil.copytree(killed_then_rerun[0], work)
+  before = {d: _digests(work / d) for d in ('gen0/model', 'gen0/pseudo', 'gen1/model')}
+  report = (work / 'report.json').read_text()
+  cmd = [*_cmd(work), '--controls=labeled_only']
+  run = subprocess.run([*cmd, '--controls_only=1'], capture_output=True, text=True, timeout=400)
+  assert run.returncode == 0, run.stderr[-3000:]
+  assert 'control labeled_only of generation 1: top-1' in run.stdout
+  evaluated = json.loads((work / 'gen1' / 'controls' / 'labeled_only' / 'eval.json').read_text())
+  assert evaluated['steps'] == 12 and (work / 'report.json').read_text() == report
+  assert not (work / 'gen1' / 'controls' / 'labeled_only' / pipeline.RUNNING_FILE).exists()
+  assert {d: _digests(work / d) for d in before} == before
+  trained = _digests(work / 'gen1' / 'controls' / 'labeled_only')
+  run = subprocess.run(cmd, capture_output=True, text=True, timeout=400)
+  assert run.returncode == 0, run.stderr[-3000:]
+  assert _digests(work / 'gen1' / 'controls' / 'labeled_only') == trained  # taken as done
+  assert json.loads((work / 'report.json').read_text())[1]['controls']['labeled_only'] == evaluated
+  bad = subprocess.run([*cmd, '--controls_only=2'], capture_output=True, text=True, timeout=400)
+  assert bad.returncode != 0 and 'controls_only must be a student generation 1..1, got 2' in (
+      bad.stderr + bad.stdout)
+
+  config = dataclasses.replace(pipeline.PipelineConfig.from_json(
+      json.loads((work / 'pipeline_config.json').read_text())), work_dir=str(work))
+  hold = work / 'gen1' / 'controls' / 'no_noise' / pipeline.RUNNING_FILE
+  hold.parent.mkdir(parents=True)
+  hold.write_text(str(os.getppid()))  # a live process other than this one
+  assert not pipeline._claim_control(config, 1, 'no_noise')  # pylint: disable=protected-access
+  gone = subprocess.Popen(['true'])
+  gone.wait()
+  hold.write_text(str(gone.pid))
+  assert pipeline._claim_control(config, 1, 'no_noise')  # pylint: disable=protected-access
+  assert hold.read_text() == str(os.getpid())
+
+
 BASE = dict(label=label_lib.LabelConfig(unlabeled='digits:train'), models=('b0',),
             widths=(0.25,), depths=(0.25,), student={'train_steps': 5})
 TEACHER = trainer.TrainConfig(labeled='digits:test', eval_data='digits:test', resolution=16,

@@ -261,3 +261,24 @@ def test_filter_once_relabels_the_first_balanced_set():
   again = _parse(['--train_steps=5', '--generations=3'])
   assert again.label_config(2).unlabeled == 'digits:test'
   assert again.train_config(3).pseudo == 'pseudo:/tmp/w/gen2/balanced/*.tfrecord'
+
+
+def test_control_generations_pick_which_students_get_controls():
+  """--control_generations=2 trains the controls beside the second student only; unset, beside
+  every student; a generation that is not a student's is refused before any work."""
+  every = _parse(['--train_steps=5', '--generations=2', '--controls=labeled_only'])
+  assert [s for s in stages.stage_ids(every) if stages.is_control(s)] == [
+      'gen1/control_labeled_only', 'gen2/control_labeled_only']
+  last = _parse(['--train_steps=5', '--generations=2', '--controls=labeled_only,no_noise',
+                 '--control_generations=2'])
+  assert stages.stage_ids(last) == ['gen0/train', 'gen0/label', 'gen0/filter', 'gen1/train',
+                                    'gen1/label', 'gen1/filter', 'gen2/train',
+                                    'gen2/control_labeled_only', 'gen2/control_no_noise']
+  assert last.controls_of(1) == () and last.controls_of(2) == ('labeled_only', 'no_noise')
+  # The fingerprints of the shared stages do not depend on which generations get controls.
+  shared = stages.fingerprints(every)
+  assert all(shared[s] == p for s, p in stages.fingerprints(last).items() if s in shared)
+  with pytest.raises(ValueError, match=r'control_generations must name student generations '
+                                       r'1..2 \(generations=2\), got 3'):
+    _parse(['--train_steps=5', '--generations=2', '--controls=labeled_only',
+            '--control_generations=1,3']).validate()

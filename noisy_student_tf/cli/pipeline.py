@@ -49,6 +49,10 @@ config_flags.define_num_cpu_devices()
 flags.DEFINE_string('restart_from', None, 'Redo this stage and every stage after it, keeping '
                     'the ones before: split, teacher, label, filter, student, or gen<g>/train, '
                     'gen<g>/label, gen<g>/filter.')
+flags.DEFINE_integer('controls_only', None, "Train only the --controls of this generation's "
+                     'student, then exit: a second process (or machine, sharing the work dir) '
+                     'beside the run that trains the student; that run waits for them.  Needs '
+                     'the student started.')
 
 
 def _student_overrides(shared, teacher_only):
@@ -89,6 +93,13 @@ def main(argv):
   try:
     config = make_config()
     strategy_lib.split_cpu(FLAGS.num_cpu_devices)
+    if FLAGS.controls_only is not None:
+      if FLAGS.restart_from:
+        raise ValueError('give --controls_only or --restart_from, not both')
+      for name, ev in pipeline.run_controls(config, FLAGS.controls_only).items():
+        print(f'control {name} of generation {FLAGS.controls_only}: top-1 '
+              f'{100 * ev["top1"]:.2f}% after {ev["steps"]} steps')
+      return
     rows = pipeline.run_pipeline(config, restart_from=FLAGS.restart_from)
   except ValueError as e:
     logging.error('%s', e)

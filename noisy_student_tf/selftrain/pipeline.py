@@ -124,6 +124,10 @@ class PipelineConfig:
                                       'labeled_only (no pseudo-labels), no_noise (no '
                                       'RandAugment, dropout, stochastic depth); their top-1 '
                                       "goes into the report beside the student's.")
+  control_generations: Tuple[int, ...] = setting((), 'The generations whose students get the '
+                                                 '--controls (e.g. 2: only the second '
+                                                 "student's); default: every generation.",
+                                                 result=False)
   gallery_classes: int = setting(pseudo_gallery.DEFAULT_MAX_CLASSES, "Classes shown in each "
                                  "generation's pseudo-label gallery (the first N; 0: none).",
                                  result=False)
@@ -180,6 +184,11 @@ class PipelineConfig:
     if not self.models:
       raise ValueError('models must name at least one model, e.g. efficientnet-b0')
     controls_lib.check_names(self.controls)
+    bad = [g for g in self.control_generations
+           if not (isinstance(g, int) and 1 <= g <= self.generations)]
+    if bad:
+      raise ValueError(f'control_generations must name student generations 1..{self.generations}'
+                       f' (generations={self.generations}), got {bad[0]!r}')
     self._check_templates()
     if self.teacher_model_dir and not model_dir_lib.is_complete(self.teacher_model_dir):
       raise ValueError(f'teacher_model_dir {self.teacher_model_dir!r} is not a complete model dir '
@@ -240,6 +249,12 @@ class PipelineConfig:
   def eval_path(self, generation):
     """W/gen<g>/eval.json: the generation's test accuracy."""
     return os.path.join(self.gen_dir(generation), 'eval.json')
+
+  def controls_of(self, generation):
+    """The control names trained beside `generation`'s student (a tuple, maybe empty)."""
+    if self.control_generations and generation not in self.control_generations:
+      return ()
+    return tuple(self.controls)
 
   def control_dir(self, generation, name):
     """W/gen<g>/controls/<name>: control `name` of generation `generation`'s student."""
@@ -455,13 +470,100 @@ def _student_steps(model_dir):
   return int(steps)
 
 
+# A control being trained holds W/gen<g>/controls/<name>/RUNNING (its process id): another
+# process that reaches the same control (ns-pipeline beside ns-pipeline --controls_only) waits
+# for its eval.json instead of training it a second time into the same folder.
+RUNNING_FILE = 'RUNNING'
+WAIT_LOG_SECONDS = 300
+
+
+def _pid_alive(pid):
+  try:
+    os.kill(pid, 0)
+  except ProcessLookupError:
+    return False
+  except PermissionError:
+    return True
+  return True
+
+
+def _claim_control(config, generation, name):
+  """True when this process may train the control (it now holds the RUNNING file); False when a
+  live process on this host holds it (a stale file, of a process that died, is taken over)."""
+  path = os.path.join(config.control_dir(generation, name), RUNNING_FILE)
+  os.makedirs(os.path.dirname(path), exist_ok=True)
+  while True:
+    try:
+      fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+    except FileExistsError:
+      try:
+        with open(path) as f:
+          pid = int(f.read().strip() or 0)
+      except (OSError, ValueError):
+        pid = 0
+      if pid and pid != os.getpid() and _pid_alive(pid):
+        return False
+      shards.remove_if_exists(path)
+      continue
+    with os.fdopen(fd, 'w') as f:
+      f.write(str(os.getpid()))
+    return True
+
+
 def _control_stage(config, generation, name):
   """Trains and evaluates control `name` of `generation`'s student unless done; returns its eval
-  dict (top1, top5, steps)."""
+  dict (top1, top5, steps).  Waits instead where another live process is training it."""
   eval_path = config.control_eval_path(generation, name)
   done = shards.read_json(eval_path)
   if done is not None:
     return done
+  waited = 0.0
+  while not _claim_control(config, generation, name):
+    if waited % WAIT_LOG_SECONDS == 0:
+      logging.info('ns-pipeline: control %s of generation %d is being trained by another process '
+                   '(%s); waiting for its eval.json', name, generation,
+                   os.path.join(config.control_dir(generation, name), RUNNING_FILE))
+    time.sleep(10)
+    waited += 10
+    done = shards.read_json(eval_path)
+    if done is not None:
+      return done
+  try:
+    return _train_control(config, generation, name, eval_path)
+  finally:
+    shards.remove_if_exists(os.path.join(config.control_dir(generation, name), RUNNING_FILE))
+
+
+def run_controls(config: PipelineConfig, generation: int) -> dict:
+  """Trains only the controls of `generation`'s student (config.controls_of(generation)), e.g.
+  in a second process beside the ns-pipeline run that trains the student itself.
+
+  Needs the student started (its config.json says its step count) and its init finished (the
+  teacher's model, with student_init_from_teacher or beyond generation 1).  A pipeline run that
+  reaches these controls meanwhile waits for them.  Returns {name: eval dict}.  Raises ValueError
+  for a generation that is not a student's, one without controls, or a student not started.
+  """
+  config.validate()
+  if not 1 <= generation <= config.generations:
+    raise ValueError(f'controls_only must be a student generation 1..{config.generations}, got '
+                     f'{generation!r}')
+  if not config.controls_of(generation):
+    raise ValueError(f'generation {generation} has no controls: give --controls (and include '
+                     f'{generation} in --control_generations)')
+  stages.check(config)
+  if not model_dir_lib.is_complete(config.model_dir(generation - 1)):
+    raise ValueError(f'the teacher of generation {generation} ({config.model_dir(generation - 1)})'
+                     ' is not finished; run ns-pipeline until its student starts')
+  try:
+    _student_steps(config.model_dir(generation))
+  except (OSError, ValueError) as e:
+    raise ValueError(f'the student of generation {generation} has not started '
+                     f'({config.model_dir(generation)}: {e}); run ns-pipeline until it does') \
+        from None
+  return {name: _control_stage(config, generation, name) for name in config.controls_of(generation)}
+
+
+def _train_control(config, generation, name, eval_path):
   stage = f'gen{generation}/{stages.CONTROL_PREFIX}{name}'
   stages.record(config, stage)
   steps = _student_steps(config.model_dir(generation))
@@ -615,11 +717,11 @@ def run_pipeline(config: PipelineConfig, restart_from: Optional[str] = None) -> 
                  pseudo_label_accuracy=label_stats.get('accuracy_against_source_labels'),
                  label_seconds=times.get(f'gen{g - 1}/label', 0.0),
                  filter_seconds=times.get(f'gen{g - 1}/filter', 0.0))
-      if config.controls:
-        row['controls'] = {name: _control_stage(config, g, name) for name in config.controls}
+      if config.controls_of(g):
+        row['controls'] = {name: _control_stage(config, g, name) for name in config.controls_of(g)}
         row['control_seconds'] = round(sum(
             _times(config).get(f'gen{g}/{stages.CONTROL_PREFIX}{n}', 0.0)
-            for n in config.controls), 1)
+            for n in config.controls_of(g)), 1)
     row['seconds'] = round(row['train_seconds'] + row.get('label_seconds', 0.0) +
                            row.get('filter_seconds', 0.0) + (times.get('split', 0.0) if g == 0
                                                              else 0.0), 1)

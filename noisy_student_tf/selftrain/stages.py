@@ -3,7 +3,7 @@
 Stages, in order: `split` (with labeled_per_class), `gen0/train` (the teacher), then per
 generation g: `gen<g>/label`, `gen<g>/filter` (with filter_once only for g = 0),
 `gen<g+1>/train` (the student), and `gen<g+1>/control_<name>` for each of `controls`
-(selftrain/controls.py).  Short names:
+(selftrain/controls.py; only for the generations in `control_generations` where it is set).  Short names:
 teacher = gen0/train, label = gen0/label, filter = gen0/filter, student = gen1/train.
 Controls are leaves: their fingerprints follow from their student's, no later stage depends on
 them, and restarting one redoes only it.
@@ -40,7 +40,7 @@ def stage_ids(config):
   for g in range(config.generations):
     ids += [f'gen{g}/label'] + ([] if config.filter_once and g >= 1 else [f'gen{g}/filter'])
     ids.append(f'gen{g + 1}/train')
-    ids += [f'gen{g + 1}/{CONTROL_PREFIX}{name}' for name in config.controls]
+    ids += [f'gen{g + 1}/{CONTROL_PREFIX}{name}' for name in config.controls_of(g + 1)]
   return ids
 
 
