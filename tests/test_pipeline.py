@@ -9,6 +9,7 @@ import os
 import random
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -216,13 +217,16 @@ def test_controls_only_trains_the_controls_in_a_second_process(killed_then_rerun
       json.loads((work / 'pipeline_config.json').read_text())), work_dir=str(work))
   hold = work / 'gen1' / 'controls' / 'no_noise' / pipeline.RUNNING_FILE
   hold.parent.mkdir(parents=True)
-  hold.write_text(str(os.getppid()))  # a live process other than this one
-  assert not pipeline._claim_control(config, 1, 'no_noise')  # pylint: disable=protected-access
+  host = socket.gethostname()
+  claim = lambda: pipeline._claim_control(config, 1, 'no_noise')  # pylint: disable=protected-access
+  hold.write_text(f'{host} {os.getppid()}')  # a live process other than this one
+  assert not claim()
+  hold.write_text(f'{host}-elsewhere 1')  # another host's: cannot be checked, so waited for
+  assert not claim()
   gone = subprocess.Popen(['true'])
   gone.wait()
-  hold.write_text(str(gone.pid))
-  assert pipeline._claim_control(config, 1, 'no_noise')  # pylint: disable=protected-access
-  assert hold.read_text() == str(os.getpid())
+  hold.write_text(f'{host} {gone.pid}')
+  assert claim() and hold.read_text() == f'{host} {os.getpid()}'
 
 
 BASE = dict(label=label_lib.LabelConfig(unlabeled='digits:train'), models=('b0',),

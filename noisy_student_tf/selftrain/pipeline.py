@@ -28,6 +28,7 @@ stage made with other settings stops the rerun, see stages.py and --restart_from
 import dataclasses
 import logging
 import os
+import socket
 import time
 import warnings
 from typing import Any, Dict, Optional, Tuple
@@ -470,7 +471,7 @@ def _student_steps(model_dir):
   return int(steps)
 
 
-# A control being trained holds W/gen<g>/controls/<name>/RUNNING (its process id): another
+# A control being trained holds W/gen<g>/controls/<name>/RUNNING (host and pid): another
 # process that reaches the same control (ns-pipeline beside ns-pipeline --controls_only) waits
 # for its eval.json instead of training it a second time into the same folder.
 RUNNING_FILE = 'RUNNING'
@@ -487,26 +488,35 @@ def _pid_alive(pid):
   return True
 
 
+def _holder(path):
+  """(host, pid) written in the RUNNING file `path`; (None, 0) for an unreadable one."""
+  try:
+    with open(path) as f:
+      host, pid = f.read().split()
+    return host, int(pid)
+  except (OSError, ValueError):
+    return None, 0
+
+
 def _claim_control(config, generation, name):
-  """True when this process may train the control (it now holds the RUNNING file); False when a
-  live process on this host holds it (a stale file, of a process that died, is taken over)."""
+  """True when this process may train the control (it now holds the RUNNING file, 'host pid');
+  False when another live process holds it: one on this host whose pid runs, or any on another
+  host (which this one cannot check: remove the file if that process is gone).  A hold of a
+  process of this host that died is taken over."""
   path = os.path.join(config.control_dir(generation, name), RUNNING_FILE)
   os.makedirs(os.path.dirname(path), exist_ok=True)
+  me = (socket.gethostname(), os.getpid())
   while True:
     try:
       fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
     except FileExistsError:
-      try:
-        with open(path) as f:
-          pid = int(f.read().strip() or 0)
-      except (OSError, ValueError):
-        pid = 0
-      if pid and pid != os.getpid() and _pid_alive(pid):
+      host, pid = _holder(path)
+      if host is not None and (host, pid) != me and (host != me[0] or _pid_alive(pid)):
         return False
       shards.remove_if_exists(path)
       continue
     with os.fdopen(fd, 'w') as f:
-      f.write(str(os.getpid()))
+      f.write(f'{me[0]} {me[1]}')
     return True
 
 
