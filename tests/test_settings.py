@@ -156,7 +156,8 @@ def test_each_setting_is_declared_once():
     names = re.findall(r"flags\.DEFINE_\w+\(\s*'(\w+)'", path.read_text())
     if names:
       hand_made[path.name] = names
-  assert hand_made == {'config_flags.py': ['num_cpu_devices'], 'pipeline.py': ['restart_from']}
+  assert hand_made == {'config_flags.py': ['num_cpu_devices'],
+                       'pipeline.py': ['restart_from', 'controls_only']}
   # The pipeline config nests the stage configs instead of re-declaring their fields.
   own = {f.name for f in dataclasses.fields(pipeline.PipelineConfig)}
   for cls in (trainer.TrainConfig, label_lib.LabelConfig, filter_lib.FilterConfig):
