@@ -118,8 +118,11 @@ def test_beam_labeler_writes_the_shard_labelers_records_and_stats(shard_labeled,
   for sid, (b,) in beam.items():
     (a,) = local[sid]
     assert b['label'] == a['label'] and b['encoded'] == a['encoded'] and b['teacher'] == a['teacher']
-    np.testing.assert_allclose(b['probabilities'], a['probabilities'], atol=1e-6, rtol=0)
-    assert abs(b['confidence'] - a['confidence']) <= 1e-6
+    # Beam's bundles batch the images otherwise than the shard labeler's, and the model's float32
+    # logits of one image move by a few units in the last place with the batch it sits in (CI saw
+    # 1.2e-6 on a confidence of 0.70): compare the stored floats to 1e-5, the labels exactly.
+    np.testing.assert_allclose(b['probabilities'], a['probabilities'], atol=1e-5, rtol=0)
+    assert abs(b['confidence'] - a['confidence']) <= 1e-5
   a, b = stats_of(shard_labeled), stats_of(beam_labeled)
   assert {k for k in a if a[k] != b[k]} <= {'shard_seconds'}
   assert b['count'] == 5000 and sum(b['class_counts']) == 5000
