@@ -118,9 +118,10 @@ def test_beam_labeler_writes_the_shard_labelers_records_and_stats(shard_labeled,
   for sid, (b,) in beam.items():
     (a,) = local[sid]
     assert b['label'] == a['label'] and b['encoded'] == a['encoded'] and b['teacher'] == a['teacher']
-    # Beam's bundles batch the images otherwise than the shard labeler's, and the model's float32
-    # logits of one image move by a few units in the last place with the batch it sits in (CI saw
-    # 1.2e-6 on a confidence of 0.70): compare the stored floats to 1e-5, the labels exactly.
+    # Both use ns-label's batches of config.batch_size, but an image need not share its batch with
+    # the same images (a shard's last batch and a RunInference call's last batch are partial), and
+    # float32 logits move by a few units in the last place with that (CI saw 1.2e-6 on a
+    # confidence of 0.70): the stored floats are compared to 1e-5, the labels exactly.
     np.testing.assert_allclose(b['probabilities'], a['probabilities'], atol=1e-5, rtol=0)
     assert abs(b['confidence'] - a['confidence']) <= 1e-5
   a, b = stats_of(shard_labeled), stats_of(beam_labeled)
