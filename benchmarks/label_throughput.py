@@ -17,8 +17,9 @@ and process CPU, all threads); the measured window runs from the start of call
 stats written; bare: the last logits fetched), so the warm-up batches are excluded from both and
 ns-label's last records are inside.  (ns-label's input pipeline may have run ahead during the
 warm-up batches by the prefetch buffer's few batches: enough batches keep that small.)  The sides
-run in alternation, `--repeats` times each; best of.  The ns-label records are read back and
-their probabilities compared with the softmax of the bare logits (same images, same order; within
+run in alternation, `--repeats` times each; best of, and the median of the paired ratios (each
+ns-label run against the bare run right after it).  The ns-label records are read back and their
+probabilities compared with the softmax of the bare logits (same images, same order; within
 1e-4, as oneDNN's sums are not bitwise reproducible).  The whole
 label.label call (source listing, pipeline start, stats.json, plot.png) is reported beside.
 
@@ -31,7 +32,7 @@ less read and decode), model (the bare side), serialise (label.pseudo_records on
 logits), write
 (tf.io.TFRecordWriter); each built once and run once untimed first.
 
-  python benchmarks/label_throughput.py [--sizes=224,32] [--repeats=3] [--output_dir=DIR]
+  python benchmarks/label_throughput.py [--sizes=224,32] [--repeats=5] [--output_dir=DIR]
 
 Writes label_throughput.json and label_throughput.md to --output_dir.
 """
@@ -45,6 +46,7 @@ import pathlib
 import shutil
 import sys
 import tempfile
+import statistics
 import time
 
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
@@ -242,8 +244,17 @@ def run_size(px, folder, tmp, args):
   return {'px': px, 'model': overrides, 'images': num, 'batch_size': args.batch_size,
           'warmup_batches': args.warmup_batches,
           'batches': calls['bare'], 'measured_images': images, 'runs': sides,
-          'best': {name: best(runs) for name, runs in sides.items()}, 'stages_us': stages,
+          'best': {name: best(runs) for name, runs in sides.items()},
+          'paired_ratios': paired_ratios(sides), 'stages_us': stages,
           'largest_probability_difference': difference}
+
+
+def paired_ratios(sides):
+  """Each repeat's ns-label img/s over the bare pass's run right after it, sorted: on a machine
+  whose speed drifts by 10% from one run to the next, their median says more than the ratio of
+  the two best runs."""
+  return sorted((lab['images'] / lab['seconds']) / (bare['images'] / bare['seconds'])
+                for lab, bare in zip(sides['ns-label'], sides['bare']))
 
 
 def best(runs):
@@ -315,19 +326,23 @@ def markdown(results, cores, load):
       f'ns-label vs a bare forward pass of the same model on {cores} CPU cores (load average '
       f'at start {load:.1f}); loading and tracing excluded from both, the first '
       f"{results[0]['warmup_batches']} batch(es) of each run excluded; best of "
-      f"{len(results[0]['runs']['bare'])} alternating runs.  img/CPU-s: images per CPU-second "
+      f"{len(results[0]['runs']['bare'])} alternating runs (ratio: of the two best runs; paired "
+      'ratio: of each ns-label run to the bare run after it).  img/CPU-s: images per CPU-second '
       'of the process (all its threads).', '',
       '| px | model | images | batch | ns-label img/s | bare img/s | ratio | '
-      'ns-label img/CPU-s | bare img/CPU-s | CPU ratio | whole label() call s |',
-      '|---|---|---|---|---|---|---|---|---|---|---|']
+      'paired ratio, median (range) | ns-label img/CPU-s | bare img/CPU-s | CPU ratio | '
+      'whole label() call s |',
+      '|---|---|---|---|---|---|---|---|---|---|---|---|']
   for r in results:
     lab, bare = r['best']['ns-label'], r['best']['bare']
+    paired = r['paired_ratios']
     m = r['model']
     name = 'B0' + (f" w{m['width']}/d{m['depth']} small-image" if m.get('small_image') else '')
     lines.append(
         f"| {r['px']} | {name}, {m['num_classes']} classes | {r['images']} | {r['batch_size']} | "
         f"{lab['img_per_s']:.1f} | {bare['img_per_s']:.1f} | "
-        f"**{lab['img_per_s'] / bare['img_per_s']:.2f}x** | {lab['img_per_cpu_s']:.1f} | "
+        f"**{lab['img_per_s'] / bare['img_per_s']:.2f}x** | {statistics.median(paired):.2f}x "
+        f"({paired[0]:.2f}-{paired[-1]:.2f}) | {lab['img_per_cpu_s']:.1f} | "
         f"{bare['img_per_cpu_s']:.1f} | {lab['img_per_cpu_s'] / bare['img_per_cpu_s']:.2f}x | "
         f"{lab['call_seconds']:.1f} |")
   lines += ['', 'Where the time goes: CPU microseconds per image of each stage alone (share of '
@@ -348,11 +363,13 @@ def main():
   parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
   parser.add_argument('--sizes', default='224,32', help='Comma-separated sizes: 224 and/or 32.')
   parser.add_argument('--images_224', type=int, default=1280, help='Images at 224 px.')
-  parser.add_argument('--images_32', type=int, default=4000, help='Images at 32 px.')
+  parser.add_argument('--images_32', type=int, default=16000,
+                      help='Images at 32 px (16,000: a window of ~8 s on 2 cores; in one of ~2 s '
+                      'the run-ahead of the input pipeline and the end of the shard weigh more).')
   parser.add_argument('--batch_size', type=int, default=label.LabelConfig.batch_size,
                       help="Images per batch, both sides (default: ns-label's).")
   parser.add_argument('--warmup_batches', type=int, default=1, help='Untimed first batches.')
-  parser.add_argument('--repeats', type=int, default=3, help='Runs of each side, alternating.')
+  parser.add_argument('--repeats', type=int, default=5, help='Runs of each side, alternating.')
   parser.add_argument('--cifar10_tar', default=str(CIFAR10_TAR), help='cifar10-jpeg.tar.gz.')
   parser.add_argument('--output_dir', default=None, help='Where label_throughput.{json,md} go.')
   args = parser.parse_args()
