@@ -44,9 +44,9 @@ import json
 import os
 import pathlib
 import shutil
+import statistics
 import sys
 import tempfile
-import statistics
 import time
 
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
