@@ -3,6 +3,7 @@ model and its baseline, ImageNet-P flip rates on frame folders, and missing-data
 
 import json
 import os
+import shutil
 
 import keras
 import numpy as np
@@ -119,6 +120,39 @@ def test_corruptions_suite_model_vs_baseline(trained, test_subset, tmp_path):
   assert 0 <= m['clean']['ece'] <= 1
   table = (tmp_path / 'corruptions.md').read_text()
   assert 'gaussian_noise' in table and 'CE vs baseline' in table and '(mCE)' in table
+
+
+def test_corruptions_suite_scores_more_model_dirs_on_the_same_images(trained, test_subset,
+                                                                    tmp_path):
+  """One pass scores a second student too: its results, in its own MODEL_DIR/robustness, are the
+  ones it gets alone, and the model's are unchanged by it (the corrupted images are made once)."""
+  baseline, model = trained
+  other = str(tmp_path / 'other_model')
+  shutil.copytree(baseline, other)  # the baseline's weights under another name
+  common = dict(eval_data=f'folder:{test_subset}', baseline_model_dir=baseline,
+                corruptions=('contrast', 'impulse_noise'), severities=(2, 5), batch_size=100)
+  alone = suites.run_suite('corruptions', model, output_dir=str(tmp_path / 'alone'), **common)
+  both = suites.run_suite('corruptions', model, output_dir=str(tmp_path / 'both'),
+                          more_model_dirs=(other,), **common)
+  assert both['model']['errors'] == alone['model']['errors']
+  assert both['mce_vs_baseline'] == alone['mce_vs_baseline']
+  saved = json.loads((tmp_path / 'other_model' / 'robustness' / 'corruptions.json').read_text())
+  robust_dir = os.path.join(other, 'robustness')
+  assert both['more'] == {other: {key: os.path.join(robust_dir, f'corruptions.{ext}') for key, ext
+                                  in (('json', 'json'), ('markdown', 'md'), ('png', 'png'))}}
+  assert saved['model_dir'] == other and saved['scored_with'] == [model, baseline]
+  # Same weights as the baseline, same images: identical errors, every CE exactly 100.
+  assert saved['model']['errors'] == both['baseline']['errors']
+  assert saved['mce_vs_baseline'] == pytest.approx(100.0)
+  assert saved['model']['errors'] != both['model']['errors']
+  for ext in ('md', 'png'):
+    assert (tmp_path / 'other_model' / 'robustness' / f'corruptions.{ext}').stat().st_size > 100
+  with pytest.raises(ValueError, match='must differ'):
+    suites.run_suite('corruptions', model, output_dir=str(tmp_path / 'x'),
+                     more_model_dirs=(baseline,), **common)
+  with pytest.raises(ValueError, match='corruptions suite only'):
+    suites.run_suite('imagenet_a', model, output_dir=str(tmp_path / 'x'), more_model_dirs=(other,))
+  assert not (tmp_path / 'x').exists()
 
 
 def test_corruptions_suite_rejects_bad_input_before_work(trained, test_subset, tmp_path):

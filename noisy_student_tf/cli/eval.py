@@ -70,6 +70,10 @@ def main(argv):
       sys.exit(f'ns-eval: error: {e}')
     print(open(result['files']['markdown']).read())
     print('wrote ' + ', '.join(result['files'].values()))
+    for more_dir, files in result.get('more', {}).items():
+      print(f'{more_dir}:')
+      print(open(files['markdown']).read())
+      print('wrote ' + ', '.join(files.values()))
     return
   try:
     if not FLAGS.model_dir or not FLAGS.eval_data:

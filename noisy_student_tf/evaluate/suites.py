@@ -63,6 +63,11 @@ class SuiteOptions:
   baseline_model_dir: Optional[str] = setting(None, "Suites: a second model dir (e.g. the "
                                               "teacher) whose errors normalise the model's (CE / "
                                               'mCE vs baseline).')
+  more_model_dirs: Tuple[str, ...] = setting((), 'corruptions suite: more model dirs scored on '
+                                             'the same corrupted images as the model (e.g. '
+                                             "every generation's student against one teacher), "
+                                             'each corruption made once for all; each writes '
+                                             'its own results in its MODEL_DIR/robustness.')
   corruptions: Optional[Tuple[str, ...]] = setting(None, 'Suites: corruption / perturbation names '
                                                    '(default: every benchmark one available '
                                                    'here).')
@@ -346,7 +351,10 @@ def _chart(result, title):
 
 def run_corruptions(model_dir, options: SuiteOptions, progress='auto'):
   """The `corruptions` suite: TFDS corruptions on options.eval_data for the model and, when given,
-  options.baseline_model_dir. Returns the result dict (also written as JSON/markdown/PNG).
+  options.baseline_model_dir and options.more_model_dirs (each corrupted copy made once for all
+  the models that take the same input). Returns the model's result dict (also written as
+  JSON/markdown/PNG in options.output_dir; each more model dir's in its MODEL_DIR/robustness,
+  their file paths under 'more').
   progress: one of noisy_student_tf.progress.MODES (images of every pass, ETA of the model's)."""
   if not options.eval_data:
     raise ValueError('the corruptions suite needs eval_data (a labeled source spec such as '
@@ -361,16 +369,17 @@ def run_corruptions(model_dir, options: SuiteOptions, progress='auto'):
     skipped = {c: status[c] for c in robustness.IMAGENET_C_CORRUPTIONS if status[c]}
     _, severities = corruptions_lib.check_corruptions(names, options.severities,
                                                       options.frost_dir)
-  dirs = [('model', model_dir)]
+  extras = tuple(options.more_model_dirs or ())
+  named = [model_dir, options.baseline_model_dir, *extras]
+  norm = [os.path.normpath(d) for d in named if d]
+  if len(set(norm)) != len(norm):
+    raise ValueError(f'the model, baseline and more model dirs must differ, got {named!r}')
+  dirs = [('model', model_dir)] + [(f'more{i}', d) for i, d in enumerate(extras)]
   if options.baseline_model_dir:
     dirs.append(('baseline', options.baseline_model_dir))
   for _, d in dirs:
     model_dir_lib.read_config(d)  # fail early on a wrong dir
   source = _open(options.eval_data, options)
-  result = {'suite': 'corruptions', 'model_dir': model_dir,
-            'baseline_model_dir': options.baseline_model_dir, 'eval_data': options.eval_data,
-            'severities': list(severities), 'corruptions': list(names), 'skipped': skipped,
-            'seed': options.seed, 'work_size': options.work_size}
   start = time.time()
   passes = 1 + len(names) * len(severities)
   loaded = {}
@@ -380,9 +389,12 @@ def run_corruptions(model_dir, options: SuiteOptions, progress='auto'):
     if source.num_classes is not None and source.num_classes != classes:
       raise ValueError(f'{options.eval_data!r} has {source.num_classes} classes but the model in '
                        f'{d!r} has {classes}')
-  # A model and its baseline that take the same input see the same corrupted images, made once.
-  groups = [list(loaded)] if _same_input(list(loaded.values())) else [[r] for r in loaded]
-  for roles in groups:
+  # Models that take the same input see the same corrupted images, made once for all of them.
+  groups = {}
+  for role, m in loaded.items():
+    groups.setdefault((m.resolution, m.config.model.small_image, m.config.input), []).append(role)
+  summaries = {}
+  for roles in groups.values():
     models = [loaded[r] for r in roles]
     with progress_lib.Progress(f'corruptions {" and ".join(roles)}', source.num_examples and
                                passes * source.num_examples, 'images', progress,
@@ -391,16 +403,34 @@ def run_corruptions(model_dir, options: SuiteOptions, progress='auto'):
       clean_logits, labels = _predict_each(models, source, options, bar=bar)
       per = _corruption_errors(models, source, names, severities, options, bar=bar)
     for role, logits, errors in zip(roles, clean_logits, per):
-      result[role] = _summarise(errors, _scores(logits, labels, options))
-  if options.baseline_model_dir:
-    result.update(_vs_baseline(result['model'], result['baseline']))
-  clean = result['model']['clean']
-  result.update(top1=clean['top1'], top5=clean['top5'], ece=clean['ece'],
-                num_examples=clean['num_examples'], seconds=time.time() - start)
+      summaries[role] = _summarise(errors, _scores(logits, labels, options))
+  seconds = time.time() - start
   title = f"Corruption robustness on {options.eval_data}"
-  result['files'] = _write_outputs(result, 'corruptions', options,
-                                   _corruption_table(result, title), _chart(result, title))
-  return result
+  results = {}
+  # The more model dirs first, so that the model's files can name theirs.
+  for role, d in dirs[1:] + dirs[:1]:
+    if role == 'baseline':
+      continue
+    result = {'suite': 'corruptions', 'model_dir': d,
+              'baseline_model_dir': options.baseline_model_dir, 'eval_data': options.eval_data,
+              'severities': list(severities), 'corruptions': list(names), 'skipped': skipped,
+              'seed': options.seed, 'work_size': options.work_size, 'model': summaries[role]}
+    if extras:
+      result['scored_with'] = [m for _, m in dirs if m != d]
+    if role == 'model' and extras:
+      result['more'] = {m: results[r]['files'] for r, m in dirs if r.startswith('more')}
+    if options.baseline_model_dir:
+      result['baseline'] = summaries['baseline']
+      result.update(_vs_baseline(result['model'], result['baseline']))
+    clean = result['model']['clean']
+    result.update(top1=clean['top1'], top5=clean['top5'], ece=clean['ece'],
+                  num_examples=clean['num_examples'], seconds=seconds)
+    out = options if role == 'model' else dataclasses.replace(
+        options, output_dir=os.path.join(d, 'robustness'))
+    result['files'] = _write_outputs(result, 'corruptions', out,
+                                     _corruption_table(result, title), _chart(result, title))
+    results[role] = result
+  return results['model']
 
 
 def _tfds_prepared(name, data_dir):
@@ -652,5 +682,8 @@ def run_suite(name, model_dir, options: SuiteOptions = None, *, progress='auto',
     raise ValueError(f'weights must be one of {sorted(model_dir_lib.WEIGHT_FILES)}, got '
                      f'{options.weights!r}')
   progress_lib.check_mode(progress)
+  if options.more_model_dirs and name != 'corruptions':
+    raise ValueError(f'more_model_dirs is for the corruptions suite only, not {name!r}: got '
+                     f'{list(options.more_model_dirs)!r}')
   model_dir_lib.read_config(model_dir)
   return _RUNNERS[name](model_dir, options, progress=progress)
